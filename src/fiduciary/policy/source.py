@@ -1,0 +1,138 @@
+"""YAML with positions: every value read from a policy file remembers where it came from.
+
+PyYAML's composer gives nodes with marks; we build plain Python data from them and keep a
+map from the data path (``("purposes", "ads", "basis")``) to the node's position, so that
+any later check can point at file:line:column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DataPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass
+class SourceMap:
+    """Positions of values (and of mapping keys) in one or more source files."""
+
+    file: str
+    values: dict[DataPath, Position] = field(default_factory=dict)
+    keys: dict[DataPath, Position] = field(default_factory=dict)
+
+    def value(self, path: Iterable[str | int]) -> Position | None:
+        """The position of the value at ``path``, or of its nearest ancestor."""
+        p = tuple(path)
+        while True:
+            if p in self.values:
+                return self.values[p]
+            if not p:
+                return None
+            p = p[:-1]
+
+    def key(self, path: Iterable[str | int]) -> Position | None:
+        """The position of the mapping key that ends ``path`` (falls back to the value)."""
+        p = tuple(path)
+        return self.keys.get(p) or self.value(p)
+
+    def merge(self, prefix: DataPath, other: SourceMap) -> None:
+        """Graft another file's positions under ``prefix`` (for included files)."""
+        for k, v in other.values.items():
+            self.values[prefix + k] = v
+        for k, v in other.keys.items():
+            self.keys[prefix + k] = v
+
+
+class YamlSyntaxError(Exception):
+    def __init__(self, message: str, position: Position) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position
+
+
+class DuplicateKeyError(YamlSyntaxError):
+    pass
+
+
+def _pos(file: str, node: yaml.Node) -> Position:
+    return Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+_SCALAR_LOADER = yaml.SafeLoader("")
+
+
+def _build(node: yaml.Node, path: DataPath, smap: SourceMap) -> Any:
+    smap.values[path] = _pos(smap.file, node)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise YamlSyntaxError(
+                    "YAML merge keys (<<) are not supported in a policy; write the keys out",
+                    _pos(smap.file, key_node),
+                )
+            key = _build(key_node, (*path, "<key>"), smap)
+            if not isinstance(key, str | int | bool | float) or key is None:
+                raise YamlSyntaxError("mapping keys must be plain scalars", _pos(smap.file, key_node))
+            key = str(key) if not isinstance(key, str) else key
+            if key in out:
+                first = smap.keys[(*path, key)]
+                raise DuplicateKeyError(
+                    f"duplicate key {key!r} (first defined at line {first.line})",
+                    _pos(smap.file, key_node),
+                )
+            smap.keys[(*path, key)] = _pos(smap.file, key_node)
+            out[key] = _build(value_node, (*path, key), smap)
+        smap.values.pop((*path, "<key>"), None)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), smap) for i, item in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
+    return _SCALAR_LOADER.construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, file: str = "<string>") -> tuple[Any, SourceMap]:
+    """Parse one YAML document into plain data plus its source map.
+
+    Raises YamlSyntaxError with a position for malformed YAML and duplicate keys.
+    """
+    smap = SourceMap(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        col = mark.column + 1 if mark else 1
+        msg = exc.problem or str(exc)
+        if exc.context:
+            msg = f"{msg} ({exc.context})"
+        raise YamlSyntaxError(f"invalid YAML: {msg}", Position(file, line, col)) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
+        raise YamlSyntaxError(f"invalid YAML: {exc}", Position(file, 1, 1)) from None
+    if node is None:
+        return None, smap
+    try:
+        return _build(node, (), smap), smap
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        pos = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
+        raise YamlSyntaxError(f"invalid YAML value: {exc.problem}", pos) from None
+
+
+def read_yaml(path: Path) -> tuple[Any, SourceMap]:
+    return parse_yaml(path.read_text(encoding="utf-8"), str(path))
