@@ -17,9 +17,9 @@ from fiduciary.policy.taxonomy import known_root, related, suggest, taxonomy
 # EEA members plus countries with an EU adequacy decision (Art. 45). A recipient in one of
 # these needs no further transfer mechanism.
 EEA = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO".split()
+    ["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO"]
 )
-ADEQUATE = frozenset("AD AR CA FO GG IL IM JP JE NZ KR CH GB UY".split())
+ADEQUATE = frozenset(["AD", "AR", "CA", "FO", "GG", "IL", "IM", "JP", "JE", "NZ", "KR", "CH", "GB", "UY"])
 
 
 class _Checker:
@@ -97,7 +97,7 @@ class _Checker:
                     + (" nor a child of a declared one" if root else ""),
                     path,
                     key,
-                    self.did_you_mean(key, list(tax) + list(declared)),
+                    self.did_you_mean(key, [*tax, *(d for d in declared if d != key)]),
                     key=True,
                 )
 
@@ -175,7 +175,7 @@ class _Checker:
         uses = taxonomy().uses
         for key, purpose in self.p.purposes.items():
             base: DataPath = ("purposes", key)
-            if purpose.use not in uses and known_root(purpose.use, "use") is None:
+            if purpose.use not in uses:
                 self.error(
                     "taxonomy.unknown_use",
                     f"{purpose.use!r} is not a fideslang data use",
@@ -184,7 +184,9 @@ class _Checker:
                     self.did_you_mean(purpose.use, uses),
                 )
             if not purpose.categories:
-                self.error("purpose.no_categories", "a purpose needs at least one category", (*base, "categories"))
+                self.error(
+                    "purpose.no_categories", "a purpose needs at least one category", (*base, "categories")
+                )
             for i, cat in enumerate(purpose.categories):
                 self.category_ref(cat, (*base, "categories", i))
             for i, subj in enumerate(purpose.subjects):
@@ -209,9 +211,7 @@ class _Checker:
                     (*base, "consent"),
                     suggestion="an essential purpose cannot be refused; drop the consent modes",
                 )
-            if purpose.basis == Basis.consent and any(
-                m == "notice_only" for m in purpose.consent.values()
-            ):
+            if purpose.basis == Basis.consent and any(m == "notice_only" for m in purpose.consent.values()):
                 self.error(
                     "purpose.consent_notice_only",
                     f"purpose {key!r} is based on consent but is 'notice_only' somewhere; "
@@ -381,7 +381,9 @@ class _Checker:
             seen[ds.fides_key] = i
             for j, coll in enumerate(ds.collections):
                 names: set[str] = set()
-                for path_parts, fld in _walk_fields_with_path(coll.fields, ("datastores", i, "collections", j)):
+                for path_parts, fld in _walk_fields_with_path(
+                    coll.fields, ("datastores", i, "collections", j)
+                ):
                     dotted = ".".join(str(x) for x in path_parts)
                     names.add(dotted)
                     for k, cat in enumerate(fld[1].data_categories or []):
@@ -394,7 +396,9 @@ class _Checker:
         for i, ds in enumerate(self.p.datastores):
             for j, coll in enumerate(ds.collections):
                 here = f"{ds.fides_key}.{coll.name}"
-                for _, (fpath, fld) in _walk_fields_with_path(coll.fields, ("datastores", i, "collections", j)):
+                for _, (fpath, fld) in _walk_fields_with_path(
+                    coll.fields, ("datastores", i, "collections", j)
+                ):
                     meta = fld.fides_meta
                     for k, ref in enumerate((meta.references or []) if meta else []):
                         rpath = (*fpath, "fides_meta", "references", k)

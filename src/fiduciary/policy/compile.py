@@ -226,8 +226,8 @@ def compile_policy(source: LoadedPolicy | Policy) -> CompiledPolicy:
 
     region_map: dict[str, str] = {}
     default_j = jurisdiction_keys[0] if jurisdiction_keys else "*"
-    for jk, j in policy.jurisdictions.items():
-        for region in j.regions:
+    for jk, jur in policy.jurisdictions.items():
+        for region in jur.regions:
             if region == "*":
                 default_j = jk
             else:
@@ -237,14 +237,14 @@ def compile_policy(source: LoadedPolicy | Policy) -> CompiledPolicy:
                         region_map.setdefault(c, jk)
 
     rights: dict[tuple[str, RequestType], Right] = {}
-    for jk, j in policy.jurisdictions.items():
-        for rt, right in j.rights.items():
+    for jk, jur in policy.jurisdictions.items():
+        for rt, right in jur.rights.items():
             rights[(jk, RequestType(rt))] = right
 
     min_age: dict[str, int] = {}
-    for jk, j in policy.jurisdictions.items():
-        if j.minimum_age is not None:
-            min_age[jk] = j.minimum_age
+    for jk, jur in policy.jurisdictions.items():
+        if jur.minimum_age is not None:
+            min_age[jk] = jur.minimum_age
     if policy.children:
         min_age.update(policy.children.minimum_age)
 
@@ -357,7 +357,8 @@ def _compile_datastores(policy: Policy) -> tuple[dict[str, CollectionInfo], list
                 primary_key=tuple(pk),
                 categories=frozenset(cats),
                 delete_rows=bool(
-                    cmeta and cmeta.masking_strategy_override
+                    cmeta
+                    and cmeta.masking_strategy_override
                     and cmeta.masking_strategy_override.strategy == "delete"
                 ),
             )
@@ -372,4 +373,4 @@ def _flatten(fields: list[DatasetField], prefix: str = "") -> Iterable[tuple[str
             yield from _flatten(f.fields, path + ".")
 
 
-__all__ = ["CompiledPolicy", "CompiledPurpose", "compile_policy", "ancestors"]
+__all__ = ["CompiledPolicy", "CompiledPurpose", "ancestors", "compile_policy"]

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from fiduciary.policy.model import Policy
-from fiduciary.policy.problems import Problem, PolicyError
+from fiduciary.policy.problems import PolicyError, Problem
 from fiduciary.policy.source import DataPath, SourceMap, YamlSyntaxError, parse_yaml
 from fiduciary.policy.taxonomy import suggest
 
@@ -54,9 +54,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
             [Problem("file.not_found", f"no such policy file: {p}", None, value=str(p))]
         ) from None
     except UnicodeDecodeError as exc:
-        raise PolicyError(
-            [Problem("file.encoding", f"{p} is not UTF-8 text ({exc.reason})", None)]
-        ) from None
+        raise PolicyError([Problem("file.encoding", f"{p} is not UTF-8 text ({exc.reason})", None)]) from None
     return load_policy_text(text, str(p))
 
 
@@ -217,8 +215,7 @@ def _unwrap(tp: Any) -> Any:
             structural = [
                 a
                 for a in args
-                if typing.get_origin(a) in (list, dict)
-                or (isinstance(a, type) and issubclass(a, BaseModel))
+                if typing.get_origin(a) in (list, dict) or (isinstance(a, type) and issubclass(a, BaseModel))
             ]
             if len(structural) >= 1:
                 tp = structural[0]

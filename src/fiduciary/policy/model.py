@@ -204,6 +204,11 @@ class Organization(Model):
         default_factory=list,
         description="ISO 3166 alpha-2 countries where personal data is stored (PUT-12).",
     )
+    transfers: str | None = Field(
+        None,
+        description="What the notice says about storing or using data outside the person's "
+        "country, for a policy that cannot name the countries in storage (PLU-15).",
+    )
     logo: str | None = None
     color: str | None = None
 
@@ -215,6 +220,9 @@ class ChangelogEntry(Model):
     material: bool = False
 
 
+Announcement = Literal["site_banner", "email", "privacy_center", "revision_date"]
+
+
 class ChangePolicy(Model):
     """What happens when the policy changes (PUT-3, PLO-17, PLA-7)."""
 
@@ -223,8 +231,8 @@ class ChangePolicy(Model):
         description="opt_in: a material change applies to earlier data only after the "
         "person accepts it (PUT-3). notice: it applies after notice.",
     )
-    announce: list[Literal["site_banner", "email", "privacy_center", "revision_date"]] = Field(
-        default_factory=lambda: ["privacy_center", "revision_date"]
+    announce: list[Announcement] = Field(
+        default_factory=lambda: list[Announcement](["privacy_center", "revision_date"])
     )
     archive: bool = Field(True, description="Earlier versions stay public (PLO-17).")
     notice_period: Period | None = None
@@ -366,6 +374,8 @@ class Recipient(Model):
             "business_transfer",
             "person_authorised",
             "emergency",
+            # only when an upload matches a hash list (PUT-9 report to the designated body)
+            "screening_match",
         ]
         | None
     ) = "always"
@@ -431,7 +441,15 @@ class Exemption(Model):
     """A reason to keep data despite an erasure request (LAW-3, PLO-10)."""
 
     name: str
-    basis: Literal["legal_obligation", "legal_claims", "public_interest", "freedom_of_expression"]
+    # rights_of_others: a copy would expose other people's data (GDPR Art. 15(4), 20(4);
+    # PLO-11), so it limits access and portability rather than erasure.
+    basis: Literal[
+        "legal_obligation",
+        "legal_claims",
+        "public_interest",
+        "freedom_of_expression",
+        "rights_of_others",
+    ]
     suspends: list[RequestType] = Field(default_factory=lambda: [RequestType.erase])
     categories: list[str] = Field(default_factory=list)
     description: str | None = None
@@ -596,7 +614,7 @@ class Policy(Model):
     version: str
     effective: date
     changelog: list[ChangelogEntry] = Field(default_factory=list)
-    changes: ChangePolicy = Field(default_factory=ChangePolicy)  # type: ignore[arg-type]
+    changes: ChangePolicy = Field(default_factory=ChangePolicy)
     jurisdictions: dict[str, Jurisdiction]
     subjects: dict[str, Subject]
     categories: dict[str, Category | None]

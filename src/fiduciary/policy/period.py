@@ -68,8 +68,7 @@ class Period:
             return value
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise PeriodError(
-                f"expected a period such as '30 days', '1 month', '15 business days' or "
-                f"'P30D', got {value!r}"
+                f"expected a period such as '30 days', '1 month', '15 business days' or 'P30D', got {value!r}"
             )
         if isinstance(value, int):
             raise PeriodError(f"a period needs a unit: write '{value} days', not {value}")

@@ -76,8 +76,48 @@ def _pos(file: str, node: yaml.Node) -> Position:
 _SCALAR_LOADER = yaml.SafeLoader("")
 
 
-def _build(node: yaml.Node, path: DataPath, smap: SourceMap) -> Any:
+# A policy has a few thousand values; aliases can make a tiny file expand without bound
+# ("billion laughs"), so building stops well past any real policy.
+MAX_VALUES = 200_000
+
+
+_PLAIN_TAGS = frozenset(("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap"))
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_VALUES
+        self.open: set[int] = set()
+
+
+def _build(node: yaml.Node, path: DataPath, smap: SourceMap, budget: _Budget) -> Any:
+    budget.left -= 1
+    if budget.left < 0:
+        raise YamlSyntaxError(
+            f"the document expands to more than {MAX_VALUES} values (through aliases?)",
+            _pos(smap.file, node),
+        )
+    if id(node) in budget.open:
+        raise YamlSyntaxError("an alias refers to its own anchor (a cycle)", _pos(smap.file, node))
     smap.values[path] = _pos(smap.file, node)
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        if node.tag not in _PLAIN_TAGS:
+            raise YamlSyntaxError(f"YAML tag {node.tag!r} is not allowed in a policy", _pos(smap.file, node))
+        budget.open.add(id(node))
+        try:
+            return _build_collection(node, path, smap, budget)
+        finally:
+            budget.open.discard(id(node))
+    assert isinstance(node, yaml.ScalarNode)
+    try:
+        return _SCALAR_LOADER.construct_object(node, deep=True)
+    except ValueError:
+        # e.g. a date-shaped scalar that is no date (2024-13-01): keep the text and let
+        # validation say what was expected, with this position.
+        return node.value
+
+
+def _build_collection(node: yaml.Node, path: DataPath, smap: SourceMap, budget: _Budget) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -86,7 +126,7 @@ def _build(node: yaml.Node, path: DataPath, smap: SourceMap) -> Any:
                     "YAML merge keys (<<) are not supported in a policy; write the keys out",
                     _pos(smap.file, key_node),
                 )
-            key = _build(key_node, (*path, "<key>"), smap)
+            key = _build(key_node, (*path, "<key>"), smap, budget)
             if not isinstance(key, str | int | bool | float) or key is None:
                 raise YamlSyntaxError("mapping keys must be plain scalars", _pos(smap.file, key_node))
             key = str(key) if not isinstance(key, str) else key
@@ -97,13 +137,10 @@ def _build(node: yaml.Node, path: DataPath, smap: SourceMap) -> Any:
                     _pos(smap.file, key_node),
                 )
             smap.keys[(*path, key)] = _pos(smap.file, key_node)
-            out[key] = _build(value_node, (*path, key), smap)
+            out[key] = _build(value_node, (*path, key), smap, budget)
         smap.values.pop((*path, "<key>"), None)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), smap) for i, item in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    return _SCALAR_LOADER.construct_object(node, deep=True)
+    return [_build(item, (*path, i), smap, budget) for i, item in enumerate(node.value)]
 
 
 def parse_yaml(text: str, file: str = "<string>") -> tuple[Any, SourceMap]:
@@ -127,7 +164,7 @@ def parse_yaml(text: str, file: str = "<string>") -> tuple[Any, SourceMap]:
     if node is None:
         return None, smap
     try:
-        return _build(node, (), smap), smap
+        return _build(node, (), smap, _Budget()), smap
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         pos = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
