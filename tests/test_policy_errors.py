@@ -285,3 +285,20 @@ def test_python_tags_are_refused() -> None:
     p = only("organization: !!python/object/apply:os.system [echo]\n", "yaml.syntax")
     assert "python/object/apply:os.system" in p.message
     at(p, 1, 15)
+
+
+def test_data_type_fideslang_lacks() -> None:
+    text = edit("fides_meta: {identity: email}", "fides_meta: {identity: email, data_type: datetime}")
+    p = only(text, "datastore.bad_data_type")
+    assert "'datetime' is not a fideslang data type" in p.message
+    assert p.suggestion and "string" in p.suggestion
+    at(p, *pos_of(text, "datetime"))
+
+
+def test_unknown_masking_strategy() -> None:
+    text = edit(
+        "fides_meta: {identity: email}",
+        "fides_meta: {identity: email, masking_strategy_override: {strategy: hmca}}",
+    )
+    p = only(text, "datastore.unknown_masking")
+    assert p.suggestion == "did you mean 'hmac'?"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fiduciary.policy.model import Basis, Dataset, DatasetField, Policy, Transfer
+from fiduciary.policy.model import Basis, Dataset, DatasetField, Masking, Policy, Transfer
 from fiduciary.policy.problems import Problem
 from fiduciary.policy.source import DataPath, SourceMap
 from fiduciary.policy.taxonomy import known_root, related, suggest, taxonomy
@@ -17,8 +17,42 @@ from fiduciary.policy.taxonomy import known_root, related, suggest, taxonomy
 # EEA members plus countries with an EU adequacy decision (Art. 45). A recipient in one of
 # these needs no further transfer mechanism.
 EEA = frozenset(
-    ["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO"]
+    [
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HU",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "IS",
+        "LI",
+        "NO",
+    ]
 )
+# fideslang's DATA_TYPE_NAMES (a trailing [] marks an array); dates travel as strings.
+DATA_TYPES = frozenset({"string", "integer", "float", "boolean", "object_id", "object"})
+MASKING = [m.value for m in Masking]
 ADEQUATE = frozenset(["AD", "AR", "CA", "FO", "GG", "IL", "IM", "JP", "JE", "NZ", "KR", "CH", "GB", "UY"])
 
 
@@ -388,8 +422,33 @@ class _Checker:
                     names.add(dotted)
                     for k, cat in enumerate(fld[1].data_categories or []):
                         self.category_ref(cat, (*fld[0], "data_categories", k))
+                    self.check_field_meta(fld[0], fld[1])
                 fields[f"{ds.fides_key}.{coll.name}"] = names
         self._check_references(fields)
+
+    def check_field_meta(self, path: DataPath, fld: DatasetField) -> None:
+        meta = fld.fides_meta
+        if meta is None:
+            return
+        if meta.data_type is not None:
+            base = meta.data_type.removesuffix("[]")
+            if base not in DATA_TYPES:
+                self.error(
+                    "datastore.bad_data_type",
+                    f"data_type {meta.data_type!r} is not a fideslang data type",
+                    (*path, "fides_meta", "data_type"),
+                    meta.data_type,
+                    self.did_you_mean(base, DATA_TYPES) or f"use one of: {', '.join(sorted(DATA_TYPES))}",
+                )
+        override = meta.masking_strategy_override
+        if override is not None and override.strategy not in MASKING:
+            self.error(
+                "datastore.unknown_masking",
+                f"masking strategy {override.strategy!r} is not one Fiduciary knows",
+                (*path, "fides_meta", "masking_strategy_override", "strategy"),
+                override.strategy,
+                self.did_you_mean(override.strategy, MASKING) or f"use one of: {', '.join(MASKING)}",
+            )
 
     def _check_references(self, fields: dict[str, set[str]]) -> None:
         edges: dict[str, set[str]] = {name: set() for name in fields}

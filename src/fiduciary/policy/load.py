@@ -126,7 +126,7 @@ def validation_problems(
         elif etype == "string_pattern_mismatch":
             code = "schema.bad_key"
             msg = f"{value!r} is not a valid key: use lower-case letters, digits, '_' and '-'"
-        elif etype.endswith("_type") or etype.endswith("_parsing"):
+        elif etype.endswith(("_type", "_parsing")):
             code = "schema.bad_type"
             msg = f"{msg}, got {_describe(value)}"
         else:
@@ -161,9 +161,8 @@ def _data_path(loc: DataPath, smap: SourceMap, prefix: DataPath) -> DataPath:
         if candidate in smap.values or candidate in smap.keys:
             out.append(part)
         elif isinstance(part, str) and (
-            part.startswith(("function-", "tagged-union", "list[", "dict["))
+            part.startswith(("function-", "tagged-union", "list[", "dict[", "literal["))
             or part in ("str", "int", "bool", "date", "none", "literal")
-            or part.startswith("literal[")
             or "Model" in part
             or part[:1].isupper()
         ):
