@@ -8,8 +8,6 @@ there too, so that the error can suggest the nearest key.
 docs/policy.md is the reference for everything here; keep them in step.
 """
 
-from __future__ import annotations
-
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -186,7 +184,7 @@ class Contact(Model):
     address: str | None = None
 
     @model_validator(mode="after")
-    def _some_way_to_reach(self) -> Contact:
+    def _some_way_to_reach(self) -> "Contact":
         if not (self.email or self.url or self.phone or self.address):
             raise ValueError("a contact needs at least one of email, url, phone or address")
         return self
@@ -273,6 +271,15 @@ class Category(Model):
     )
 
 
+class Right(Model):
+    deadline: Period
+    extension: Period | None = None
+    verification: Verification = Verification.email_code
+    channels: list[Channel] = Field(default_factory=lambda: [Channel.privacy_center])
+    free: bool = True
+    note: str | None = None
+
+
 class Jurisdiction(Model):
     """A body of law and the rights it gives (LAW-1, LAW-11)."""
 
@@ -296,16 +303,6 @@ class Jurisdiction(Model):
     non_discrimination: bool = False
 
 
-class Right(Model):
-    deadline: Period
-    extension: Period | None = None
-    verification: Verification = Verification.email_code
-    channels: list[Channel] = Field(default_factory=lambda: [Channel.privacy_center])
-    free: bool = True
-    note: str | None = None
-
-
-Jurisdiction.model_rebuild()
 
 
 class Purpose(Model):
@@ -424,7 +421,7 @@ class RetentionRule(Model):
     legal_minimum: LegalMinimum | None = None
 
     @model_validator(mode="after")
-    def _scope(self) -> RetentionRule:
+    def _scope(self) -> "RetentionRule":
         if not self.categories and not self.collections:
             raise ValueError("a retention rule needs categories or collections")
         if self.action == RetentionAction.truncate and self.truncate is None:
@@ -553,7 +550,7 @@ class DatasetField(Model):
     data_purposes: list[str] | None = None
     data_subjects: list[str] | None = None
     fides_meta: FieldMeta | None = None
-    fields: list[DatasetField] | None = None
+    fields: "list[DatasetField] | None" = None
 
 
 class CollectionMasking(Model):
@@ -632,5 +629,5 @@ class Policy(Model):
     breaches: Breaches | None = None
     datastores: list[Dataset] = Field(default_factory=list)
 
-    def category_info(self, key: str) -> Category:
+    def category_info(self, key: str) -> "Category":
         return self.categories.get(key) or Category()
