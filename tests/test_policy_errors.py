@@ -302,3 +302,21 @@ def test_unknown_masking_strategy() -> None:
     )
     p = only(text, "datastore.unknown_masking")
     assert p.suggestion == "did you mean 'hmac'?"
+
+
+def test_yaml_12_booleans_keep_country_codes_and_numbers_as_text() -> None:
+    # YAML 1.1 reads NO (Norway) as false and 2.0 as a number; a policy means the text.
+    text = edit("  storage: [NL]", "  storage: [NL, NO]")
+    text = edit('version: "2.0"', "version: 2.0", text)
+    text = edit('{version: "2.0",', "{version: 2.0,", text)
+    text = edit(
+        "fides_meta: {identity: email}",
+        "fides_meta: {identity: email, masking_strategy_override: {strategy: null}}",
+        text,
+    )
+    loaded = load_policy_text(text)
+    assert loaded.policy.organization.storage == ["NL", "NO"]
+    assert loaded.policy.version == "2.0"
+    field = loaded.policy.datastores[0].collections[0].fields[1]
+    assert field.fides_meta and field.fides_meta.masking_strategy_override
+    assert field.fides_meta.masking_strategy_override.strategy == "null"

@@ -12,15 +12,26 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from fiduciary.policy.period import Period
 
 LANGUAGE_VERSION = 1
 
 
+def _as_text(value: Any) -> Any:
+    """A version label written as a date (2011-12-01) is YAML's date; keep it as text."""
+    return value.isoformat() if isinstance(value, date) else value
+
+
+VersionLabel = Annotated[str, BeforeValidator(_as_text)]
+
+
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Numbers become text where text is expected (version: 2.0 means "2.0").
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True
+    )
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -212,7 +223,7 @@ class Organization(Model):
 
 
 class ChangelogEntry(Model):
-    version: str
+    version: VersionLabel
     date: date
     summary: str
     material: bool = False
@@ -528,6 +539,12 @@ class FieldMaskingOverride(Model):
     strategy: str
     configuration: dict[str, Any] | None = None
 
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _bare_null(cls, value: Any) -> Any:
+        # `strategy: null` is YAML's null; the masking strategy of that name is meant.
+        return "null" if value is None else value
+
 
 class FieldMeta(Model):
     references: list[DatasetReference] | None = None
@@ -608,7 +625,7 @@ Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_\-]*$")]
 class Policy(Model):
     fiduciary: Literal[1] = Field(1, description="Version of the policy language.")
     organization: Organization
-    version: str
+    version: VersionLabel
     effective: date
     changelog: list[ChangelogEntry] = Field(default_factory=list)
     changes: ChangePolicy = Field(default_factory=ChangePolicy)

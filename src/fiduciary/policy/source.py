@@ -7,6 +7,7 @@ any later check can point at file:line:column.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,22 @@ def _pos(file: str, node: yaml.Node) -> Position:
 
 _SCALAR_LOADER = yaml.SafeLoader("")
 # LibYAML's parser is ~30x faster than the pure-Python one and gives the same marks.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BASE):  # type: ignore[misc]
+    """YAML 1.2 booleans: only true/false. In YAML 1.1 'NO' (Norway), 'yes', 'on' and 'off'
+    are booleans too, which turns country codes and words into True/False."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _BASE.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_LOADER: Any = _Loader
 
 
 # A policy has a few thousand values; aliases can make a tiny file expand without bound
