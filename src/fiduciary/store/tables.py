@@ -1,0 +1,165 @@
+"""The tables (SQLAlchemy Core). Alembic migrations in ``migrations/`` create them.
+
+Two databases:
+- the **data** store: subjects, their blind-indexed identities, encrypted attributes, the
+  consent ledger and its derived state, the audit log, published policy versions;
+- the **key** store: one wrapped data key per subject. It is kept apart so that its
+  backups can be short-lived: destroying a subject's key (crypto-shredding) makes every
+  copy of that subject's data, in any backup of the data store, unreadable.
+
+No personal data is stored in clear: identity values and attributes are AES-GCM
+ciphertexts under the subject's data key; lookups go through HMAC blind indexes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+data = MetaData(naming_convention=NAMING)
+keys = MetaData(naming_convention=NAMING)
+
+TS = DateTime(timezone=True)
+
+subjects = Table(
+    "subjects",
+    data,
+    Column("id", String(32), primary_key=True),  # random, carries no meaning
+    Column("kind", String(64), nullable=False),  # a subject kind of the policy
+    Column("jurisdiction", String(32), nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),  # active|closed|erased
+    Column("age_status", String(16), nullable=False, server_default="unknown"),  # unknown|adult|under_age
+    Column("policy_version", String(64), nullable=False),  # in force when first collected
+    Column("created_at", TS, nullable=False),
+    Column("last_activity_at", TS, nullable=True),
+    Column("closed_at", TS, nullable=True),
+    Column("erased_at", TS, nullable=True),
+)
+
+identities = Table(
+    "identities",
+    data,
+    Column("kind", String(32), primary_key=True),  # email | phone_number | user_id | ...
+    Column("blind_index", LargeBinary(32), primary_key=True),  # HMAC-SHA256(normalized)
+    Column("subject_id", String(32), ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False),
+    Column("value", LargeBinary, nullable=False),  # AES-GCM under the subject's data key
+    Index(None, "subject_id"),
+)
+
+attributes = Table(
+    "attributes",
+    data,
+    Column("subject_id", String(32), ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True),
+    Column("category", String(128), primary_key=True),
+    Column("value", LargeBinary, nullable=False),  # AES-GCM under the subject's data key
+    Column("source", String(16), nullable=False),  # subject|observed|inferred|third_party|other_users
+    Column("activity", String(64), nullable=True),
+    Column("policy_version", String(64), nullable=False),
+    Column("collected_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+# The consent ledger: append-only. Every change of a person's choices is one row: consent
+# given or withdrawn, objection, restriction, opt-out of sale, acceptance of a new policy
+# version, a setting (visibility, linked account, caching allowed ...).
+consent_events = Table(
+    "consent_events",
+    data,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subject_id", String(32), nullable=False),  # kept after erasure: proof of choices
+    Column("kind", String(32), nullable=False),
+    Column("scope", String(128), nullable=False),  # purpose key, '*', 'sale', setting name ...
+    Column("value", String(128), nullable=True),  # for settings and accepted versions
+    Column("at", TS, nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("notice_hash", String(64), nullable=True),  # sha256 of the exact text shown
+    Column("language", String(16), nullable=True),
+    Column("method", String(24), nullable=True),  # checkbox, button, link, signal, import ...
+    Column("channel", String(24), nullable=False),  # web_form|api|email_link|gpc_signal|import|...
+    Column("ip", String(64), nullable=True),  # truncated (/24, /48)
+    Column("expires_at", TS, nullable=True),
+    Column("actor", String(128), nullable=True),
+    Index(None, "subject_id", "id"),
+)
+
+# Derived from consent_events, rebuildable at any time: the latest event per (subject, scope).
+consent_state = Table(
+    "consent_state",
+    data,
+    Column("subject_id", String(32), primary_key=True),
+    Column("scope", String(128), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("value", String(128), nullable=True),
+    Column("at", TS, nullable=False),
+    Column("expires_at", TS, nullable=True),
+    Column("event_id", BigInteger, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    data,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", TS, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("purpose", String(64), nullable=True),
+    Column("subject", String(64), nullable=True),  # a pseudonym, never the subject id
+    Column("result", String(32), nullable=False),
+    Column("detail", Text, nullable=True),  # JSON, no personal data
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    data,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", TS, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("signature", String(128), nullable=False),
+)
+
+policy_versions = Table(
+    "policy_versions",
+    data,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("effective", String(10), nullable=False),
+    Column("published_at", TS, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("material_purposes", Text, nullable=False, server_default="[]"),  # JSON list
+    UniqueConstraint("digest"),
+)
+
+subject_keys = Table(
+    "subject_keys",
+    keys,
+    Column("subject_id", String(32), primary_key=True),
+    Column("kek_id", String(32), nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
