@@ -132,6 +132,16 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# The chain's head, one row: appenders lock it (SELECT ... FOR UPDATE on PostgreSQL; SQLite
+# transactions are already serial), so concurrent processes extend one chain.
+audit_head = Table(
+    "audit_head",
+    data,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
 audit_checkpoints = Table(
     "audit_checkpoints",
     data,

@@ -28,6 +28,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_checkpoints")),
     )
     op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
+    )
+    op.create_table(
         "audit_log",
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -158,5 +165,6 @@ def downgrade() -> None:
 
     op.drop_table("consent_events")
     op.drop_table("audit_log")
+    op.drop_table("audit_head")
     op.drop_table("audit_checkpoints")
     # ### end Alembic commands ###
