@@ -173,3 +173,95 @@ subject_keys = Table(
     Column("wrapped", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),
 )
+
+# --------------------------------------------------------------------------- rights requests
+# A request's progress is a ledger too: request_events is append-only; `requests.status`
+# and `due_at` are the derived view, rewritten with each event in the same transaction.
+# What the requester told us (contact, data points, corrections) is personal data: it is
+# encrypted under the request's own data key in the key store (request_keys), which is
+# destroyed when the request record's retention ends (LAW-13: 24 months), leaving the
+# metrics.
+
+requests = Table(
+    "requests",
+    data,
+    Column("id", String(32), primary_key=True),  # random; the public reference
+    Column("type", String(32), nullable=False),  # a RequestType
+    Column("jurisdiction", String(32), nullable=False),
+    Column("status", String(24), nullable=False),  # received|verified|approved|running|done|partial|denied
+    Column("subject_id", String(32), nullable=True),  # set once the requester is matched
+    Column("requester_index", LargeBinary(32), nullable=False),  # blind index of the contact
+    Column("payload", LargeBinary, nullable=False),  # encrypted JSON: contact, data points, details
+    Column("verification", String(24), nullable=False),  # level required (policy)
+    Column("received_at", TS, nullable=False),
+    Column("due_at", TS, nullable=False),
+    Column("extended", Integer, nullable=False, server_default="0"),  # 0 or 1: one extension
+    Column("closed_at", TS, nullable=True),
+    Column("job_id", String(32), nullable=True),
+    Index(None, "requester_index", "type"),
+    Index(None, "status", "due_at"),
+)
+
+request_events = Table(
+    "request_events",
+    data,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("request_id", String(32), ForeignKey("requests.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("detail", Text, nullable=True),  # JSON, no personal data
+    Index(None, "request_id", "id"),
+)
+
+request_codes = Table(
+    "request_codes",
+    data,
+    Column("request_id", String(32), ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True),
+    Column("code_hash", String(64), nullable=False),  # HMAC of the one-time code
+    Column("expires_at", TS, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("used_at", TS, nullable=True),
+)
+
+# Jobs: a plan persisted as idempotent steps. Workers lease a step (leased_until); a worker
+# that dies loses its lease and another takes the step over. Step results that hold
+# personal data (fetched rows, join keys) are encrypted under the job's key (job_keys),
+# destroyed when the job ends.
+
+jobs = Table(
+    "jobs",
+    data,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(24), nullable=False),  # access|erase|rectify|...
+    Column("status", String(16), nullable=False),  # pending|running|done|failed
+    Column("created_at", TS, nullable=False),
+    Column("finished_at", TS, nullable=True),
+    Column("plan", Text, nullable=False),  # JSON: the plan (no personal data)
+)
+
+job_steps = Table(
+    "job_steps",
+    data,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(24), nullable=False),  # fetch|mask|notify|verify|shred|package ...
+    Column("target", String(256), nullable=True),  # collection, recipient ...
+    Column("status", String(16), nullable=False),  # pending|running|done|failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("leased_by", String(64), nullable=True),
+    Column("leased_until", TS, nullable=True),
+    Column("result", LargeBinary, nullable=True),  # encrypted under the job key
+    Column("error", Text, nullable=True),
+    Column("finished_at", TS, nullable=True),
+    Index(None, "status", "leased_until"),
+)
+
+request_keys = Table(
+    "request_keys",
+    keys,
+    Column("owner_id", String(32), primary_key=True),  # a request id or a job id
+    Column("kek_id", String(32), nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
