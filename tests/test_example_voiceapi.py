@@ -3,9 +3,6 @@ and its app database matches the datastore the policy describes."""
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import sys
 import tracemalloc
 from datetime import date
 from pathlib import Path
@@ -13,9 +10,10 @@ from types import ModuleType
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from fiduciary import CompiledPolicy, compile_policy, load_policy
+from fiduciary import CompiledPolicy
+from fiduciary.examples import example_policy
 from fiduciary.policy.load import LoadedPolicy
 from fiduciary.policy.model import (
     Basis,
@@ -28,54 +26,30 @@ from fiduciary.policy.model import (
     Verification,
 )
 from fiduciary.policy.period import Period
+from tests.example_support import (
+    assert_every_promise_kept,
+    assert_foreign_keys_match_references,
+    assert_schema_matches_datastore,
+    assert_seed_deterministic,
+    assert_set_based_inserts,
+    example_fixtures,
+    seeded_sqlite,
+)
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "voiceapi"
-POLICY = EXAMPLE / "policy.yaml"
-PROMISES = [f"PLV-{i}" for i in range(1, 15)] + [f"LAW-{i}" for i in range(1, 15)]
-
-# fides data_type for each portable SQLAlchemy type (dates travel as strings in fides).
-FIDES_TYPE = {
-    "Integer": "integer",
-    "BigInteger": "integer",
-    "String": "string",
-    "Text": "string",
-    "Boolean": "boolean",
-    "DateTime": "string",
-    "Date": "string",
-    "Numeric": "float",
-}
+POLICY = example_policy("voiceapi")
+DB = "voiceapi_db"
 
 
 def P(text: str) -> Period:
     return Period.parse(text)
 
 
-@pytest.fixture(scope="module")
-def lp() -> LoadedPolicy:
-    return load_policy(POLICY)
-
-
-@pytest.fixture(scope="module")
-def cp(lp: LoadedPolicy) -> CompiledPolicy:
-    return compile_policy(lp)
-
-
-@pytest.fixture(scope="module")
-def app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("voiceapi_app", EXAMPLE / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+lp, cp, app = example_fixtures("voiceapi")
 
 
 @pytest.fixture(scope="module")
 def engine(app: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    url = f"sqlite:///{tmp_path_factory.mktemp('voiceapi') / 'app.db'}"
-    eng = create_engine(url)
-    app.create(eng, 50, seed=0)
-    return eng
+    return seeded_sqlite(app, tmp_path_factory.mktemp("voiceapi") / "app.db")
 
 
 def rows(engine: Engine, table: str, app: ModuleType) -> list[dict[str, Any]]:
@@ -97,12 +71,7 @@ def test_policy_loads_and_compiles_without_errors_or_warnings(
 
 
 def test_every_promise_is_named_on_an_element_and_none_is_a_gap() -> None:
-    text = POLICY.read_text(encoding="utf-8")
-    kept: set[str] = set()
-    for comment in re.findall(r"#\s*keeps\s+([^\n]*)", text):
-        kept.update(re.findall(r"\b(?:PLV|LAW)-\d+\b", comment))
-    assert set(PROMISES) - kept == set()
-    assert re.findall(r"#\s*gap\s", text) == []
+    assert_every_promise_kept(POLICY, "PLV", 14)
 
 
 def test_law9_record_of_processing_named_at_the_top() -> None:
@@ -439,44 +408,12 @@ def test_law14_unsubscribe_honoured_within_two_days(cp: CompiledPolicy) -> None:
 
 
 def test_app_tables_and_columns_match_the_datastore(cp: CompiledPolicy, app: ModuleType) -> None:
-    tables = app.metadata.tables
-    assert 8 <= len(tables) <= 12
-    assert {f"voiceapi_db.{t}" for t in tables} == set(cp.collections)
-    for name, table in tables.items():
-        info = cp.collections[f"voiceapi_db.{name}"]
-        assert set(table.c.keys()) == set(info.fields), name
-        assert tuple(c.name for c in table.primary_key) == info.primary_key, name
-        for col in table.c:
-            f = info.fields[col.name]
-            assert f.data_type == FIDES_TYPE[type(col.type).__name__], (name, col.name)
-            length = getattr(col.type, "length", None)
-            if length is not None:
-                meta = _field_meta(cp, name, col.name)
-                assert meta.length == length, (name, col.name)
-
-
-def _field_meta(cp: CompiledPolicy, table: str, column: str) -> Any:
-    for ds in cp.policy.datastores:
-        for coll in ds.collections:
-            if coll.name == table:
-                for f in coll.fields:
-                    if f.name == column:
-                        return f.fides_meta
-    raise AssertionError(f"{table}.{column} not in the datastore")
+    assert 8 <= len(app.metadata.tables) <= 12
+    assert_schema_matches_datastore(cp, app, DB)
 
 
 def test_foreign_keys_match_datastore_references(cp: CompiledPolicy, app: ModuleType) -> None:
-    from_app = {
-        (t.name, c.name, fk.column.table.name, fk.column.name)
-        for t in app.metadata.tables.values()
-        for c in t.c
-        for fk in c.foreign_keys
-    }
-    from_policy = {
-        (r.collection.split(".")[1], r.field, r.target.split(".")[1], r.target_field)
-        for r in cp.references
-    }
-    assert from_app == from_policy
+    assert_foreign_keys_match_references(cp, app, DB)
     assert all(r.direction == "from" for r in cp.references)
     root = cp.collections["voiceapi_db.accounts"]
     assert dict(root.identities) == {
@@ -500,17 +437,12 @@ def test_seed_creates_rows_on_sqlite(engine: Engine, app: ModuleType) -> None:
 
 
 def test_seed_is_deterministic(app: ModuleType, tmp_path: Path) -> None:
-    def build(name: str, seed: int) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
-        eng = create_engine(f"sqlite:///{tmp_path / name}")
-        counts = app.create(eng, 50, seed=seed)
-        data = {t: rows(eng, t, app) for t in app.metadata.tables}
-        eng.dispose()
-        return counts, data
+    assert_seed_deterministic(app, tmp_path, root="accounts")
 
-    a, b, c = build("a.db", 0), build("b.db", 0), build("c.db", 1)
-    assert a == b
-    assert a[1] != c[1]
-    assert a[0] == {t: len(v) for t, v in a[1].items()}
+
+def test_seed_is_set_based(app: ModuleType, tmp_path: Path) -> None:
+    log = assert_set_based_inserts(app, tmp_path / "batches.db", 600)
+    assert len(log.statements) <= 2 * len(app.metadata.tables)  # set-based, not row by row
 
 
 class _CountingConnection:

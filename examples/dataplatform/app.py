@@ -9,7 +9,6 @@ every dialect (SQLite, PostgreSQL, MariaDB).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,7 +20,6 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
-    ForeignKey,
     Integer,
     MetaData,
     Numeric,
@@ -29,6 +27,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+from fiduciary.examples import PendingRows, create_seeded, foreign_key_column, id_column, subject_chunks
 
 metadata = MetaData()
 
@@ -38,7 +38,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 users = Table(
     "users",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     Column("email", String(255), unique=True),  # nullable: erasure masks it to NULL
     Column("name", String(200)),
     Column("phone", String(40)),
@@ -55,7 +55,7 @@ users = Table(
 organizations = Table(
     "organizations",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     Column("name", String(200), nullable=False),
     Column("plan", String(20), nullable=False),
     Column("created_at", DateTime, nullable=False),
@@ -64,9 +64,9 @@ organizations = Table(
 memberships = Table(
     "memberships",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("organization_id", Integer, ForeignKey("organizations.id"), nullable=False, index=True),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(Integer),
+    foreign_key_column("organization_id", "organizations.id", Integer),
+    foreign_key_column("user_id", "users.id", Integer),
     Column("role", String(20), nullable=False),
     Column("joined_at", DateTime, nullable=False),
 )
@@ -74,8 +74,8 @@ memberships = Table(
 payment_methods = Table(
     "payment_methods",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(Integer),
+    foreign_key_column("user_id", "users.id", Integer),
     Column("card_brand", String(20)),
     Column("card_last4", String(4)),
     Column("exp_month", Integer),
@@ -87,8 +87,8 @@ payment_methods = Table(
 billing_addresses = Table(
     "billing_addresses",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(Integer),
+    foreign_key_column("user_id", "users.id", Integer),
     Column("street", String(200)),
     Column("city", String(100)),
     Column("state", String(100)),
@@ -100,8 +100,8 @@ billing_addresses = Table(
 invoices = Table(
     "invoices",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(Integer),
+    foreign_key_column("user_id", "users.id", Integer),
     Column("billing_name", String(200)),
     Column("billing_address", Text),
     Column("card_last4", String(4)),
@@ -113,8 +113,8 @@ invoices = Table(
 projects = Table(
     "projects",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("owner_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(Integer),
+    foreign_key_column("owner_id", "users.id", Integer),
     Column("name", String(200)),
     Column("visibility", String(10), nullable=False),
     Column("created_at", DateTime, nullable=False),
@@ -123,8 +123,8 @@ projects = Table(
 notebooks = Table(
     "notebooks",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False, index=True),
+    id_column(Integer),
+    foreign_key_column("project_id", "projects.id", Integer),
     Column("title", String(200)),
     Column("content", Text),
     Column("updated_at", DateTime, nullable=False),
@@ -133,9 +133,9 @@ notebooks = Table(
 compute_jobs = Table(
     "compute_jobs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
-    Column("notebook_id", Integer, ForeignKey("notebooks.id"), nullable=False, index=True),
+    id_column(Integer),
+    foreign_key_column("user_id", "users.id", Integer),
+    foreign_key_column("notebook_id", "notebooks.id", Integer),
     Column("status", String(20), nullable=False),
     Column("machine_type", String(40)),
     Column("cpu_seconds", Integer),
@@ -146,9 +146,9 @@ compute_jobs = Table(
 usage_events = Table(
     "usage_events",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=False),
+    id_column(BigId),
     # nullable: visitors without an account, and erasure unlinks events from the person
-    Column("user_id", Integer, ForeignKey("users.id"), index=True),
+    foreign_key_column("user_id", "users.id", Integer, nullable=True),
     Column("cookie_id", String(64)),
     Column("occurred_at", DateTime, nullable=False),
     Column("event_type", String(40), nullable=False),
@@ -164,8 +164,8 @@ usage_events = Table(
 api_keys = Table(
     "api_keys",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(Integer),
+    foreign_key_column("user_id", "users.id", Integer),
     Column("label", String(100)),
     Column("prefix", String(12), nullable=False),
     Column("key_hash", String(128)),
@@ -176,9 +176,9 @@ api_keys = Table(
 newsletter_subscriptions = Table(
     "newsletter_subscriptions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     Column("email", String(255), index=True),
-    Column("user_id", Integer, ForeignKey("users.id"), index=True),
+    foreign_key_column("user_id", "users.id", Integer, nullable=True),
     Column("consent_version", String(20)),
     Column("source", String(40)),
     Column("subscribed_at", DateTime),
@@ -219,32 +219,11 @@ BRANDS = ["visa", "mastercard", "amex"]
 INVOICE_AMOUNTS = [Decimal("20.00"), Decimal("49.00"), Decimal("99.00"), Decimal("250.00")]
 
 
-class _Ids:
-    """Next id per table, so ids stay unique across chunks."""
-
-    def __init__(self) -> None:
-        self._next: dict[str, int] = {}
-
-    def __call__(self, table: str) -> int:
-        n = self._next.get(table, 0) + 1
-        self._next[table] = n
-        return n
-
-    def count(self, table: str) -> int:
-        return self._next.get(table, 0)
-
-
-def _slices(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    for i in range(0, len(rows), BATCH):
-        yield rows[i : i + BATCH]
-
-
-def _user_rows(rng: random.Random, ids: _Ids, first: int, last: int) -> dict[str, list[dict[str, Any]]]:
-    """All rows belonging to users ``first`` .. ``last`` (inclusive)."""
-    out: dict[str, list[dict[str, Any]]] = {t.name: [] for t in metadata.sorted_tables}
+def _user_rows(rng: random.Random, rows: PendingRows, numbers: range) -> None:
+    """All rows belonging to the users numbered ``numbers``."""
     regions = [r for r, _ in REGIONS]
     weights = [w for _, w in REGIONS]
-    for n in range(first, last + 1):
+    for n in numbers:
         name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
         region = rng.choices(regions, weights)[0]
         created = BASE - timedelta(days=rng.randint(30, 1500), seconds=rng.randint(0, 86_399))
@@ -254,7 +233,7 @@ def _user_rows(rng: random.Random, ids: _Ids, first: int, last: int) -> dict[str
         noticed = last_active + timedelta(days=700) if (BASE - last_active).days >= 700 else None
         roll = rng.random()
         status = "active" if roll < 0.97 else "suspended" if roll < 0.99 else "rejected"
-        out["users"].append({
+        rows.add("users", {
             "id": n,
             "email": f"user{n}@example.com",
             "name": name,
@@ -270,19 +249,18 @@ def _user_rows(rng: random.Random, ids: _Ids, first: int, last: int) -> dict[str
         })
 
         if n % 10 == 1:  # every tenth user founds a team
-            org = ids("organizations")
-            out["organizations"].append({
+            org = rows.next_id("organizations")
+            rows.add("organizations", {
                 "id": org,
                 "name": f"{rng.choice(COMPANIES)} team {org}",
                 "plan": rng.choice(["free", "team", "enterprise"]),
                 "created_at": created,
             })
-            out["memberships"].append({"id": ids("memberships"), "organization_id": org,
-                                       "user_id": n, "role": "owner", "joined_at": created})
-        elif ids.count("organizations") and rng.random() < 0.3:
-            out["memberships"].append({
-                "id": ids("memberships"),
-                "organization_id": rng.randint(1, ids.count("organizations")),
+            rows.add("memberships", {"organization_id": org, "user_id": n, "role": "owner",
+                                     "joined_at": created})
+        elif rows.last_id("organizations") and rng.random() < 0.3:
+            rows.add("memberships", {
+                "organization_id": rng.randint(1, rows.last_id("organizations")),
                 "user_id": n,
                 "role": rng.choice(["member", "member", "admin"]),
                 "joined_at": created + timedelta(days=rng.randint(0, 20)),
@@ -292,34 +270,34 @@ def _user_rows(rng: random.Random, ids: _Ids, first: int, last: int) -> dict[str
             last4 = f"{rng.randint(0, 9999):04d}"
             city, state, country = CITIES[region]
             street = f"{rng.randint(1, 999)} Market Street"
-            out["payment_methods"].append({
-                "id": ids("payment_methods"), "user_id": n, "card_brand": rng.choice(BRANDS),
+            rows.add("payment_methods", {
+                "user_id": n, "card_brand": rng.choice(BRANDS),
                 "card_last4": last4, "exp_month": rng.randint(1, 12), "exp_year": rng.randint(2022, 2028),
                 "processor_token": f"tok_{rng.getrandbits(96):024x}", "created_at": created,
             })
             postal = f"{rng.randint(10000, 99999)}"
-            out["billing_addresses"].append({
-                "id": ids("billing_addresses"), "user_id": n, "street": street, "city": city,
+            rows.add("billing_addresses", {
+                "user_id": n, "street": street, "city": city,
                 "state": state, "postal_code": postal, "country": country, "created_at": created,
             })
             for k in range(rng.randint(1, 6)):
-                out["invoices"].append({
-                    "id": ids("invoices"), "user_id": n, "billing_name": name,
+                rows.add("invoices", {
+                    "user_id": n, "billing_name": name,
                     "billing_address": f"{street}\n{postal} {city}\n{country}", "card_last4": last4,
                     "amount": rng.choice(INVOICE_AMOUNTS), "currency": "USD",
                     "issued_at": created + timedelta(days=30 * (k + 1)),
                 })
 
         for _ in range(rng.choice([0, 1, 1, 2, 3])):
-            project = ids("projects")
-            out["projects"].append({
+            project = rows.next_id("projects")
+            rows.add("projects", {
                 "id": project, "owner_id": n, "name": f"{rng.choice(SEARCHES)}-project-{project}",
                 "visibility": rng.choice(["private", "private", "team", "public"]), "created_at": created,
             })
             for _ in range(rng.randint(1, 3)):
-                notebook = ids("notebooks")
+                notebook = rows.next_id("notebooks")
                 edited = created + timedelta(days=rng.randint(0, 30))
-                out["notebooks"].append({
+                rows.add("notebooks", {
                     "id": notebook, "project_id": project, "title": f"analysis-{notebook}.ipynb",
                     "content": f"import pandas as pd\ndf = pd.read_csv('d{notebook}.csv')\ndf.describe()\n",
                     "updated_at": edited,
@@ -327,8 +305,8 @@ def _user_rows(rng: random.Random, ids: _Ids, first: int, last: int) -> dict[str
                 for _ in range(rng.choice([0, 1, 1, 2])):
                     started = edited + timedelta(minutes=rng.randint(1, 600))
                     seconds = rng.randint(5, 7200)
-                    out["compute_jobs"].append({
-                        "id": ids("compute_jobs"), "user_id": n, "notebook_id": notebook,
+                    rows.add("compute_jobs", {
+                        "user_id": n, "notebook_id": notebook,
                         "status": rng.choice(["succeeded", "succeeded", "failed"]),
                         "machine_type": rng.choice(MACHINES), "cpu_seconds": seconds,
                         "started_at": started, "finished_at": started + timedelta(seconds=seconds),
@@ -340,8 +318,8 @@ def _user_rows(rng: random.Random, ids: _Ids, first: int, last: int) -> dict[str
         # Visitors' events carry no user id: Additional Information about someone unknown.
         for owner in [n] * rng.randint(2, 8) + [None] * rng.choice([0, 0, 1]):
             event = rng.choice(EVENTS)
-            out["usage_events"].append({
-                "id": ids("usage_events"), "user_id": owner,
+            rows.add("usage_events", {
+                "user_id": owner,
                 "cookie_id": cookie if owner else f"{rng.getrandbits(128):032x}",
                 "occurred_at": last_active - timedelta(minutes=rng.randint(0, 100_000)),
                 "event_type": event, "page_url": rng.choice(PAGES),
@@ -353,9 +331,8 @@ def _user_rows(rng: random.Random, ids: _Ids, first: int, last: int) -> dict[str
 
         if rng.random() < 0.3:
             for _ in range(rng.randint(1, 2)):
-                key = ids("api_keys")
-                out["api_keys"].append({
-                    "id": key, "user_id": n, "label": rng.choice(["ci", "laptop", "scheduler"]),
+                rows.add("api_keys", {
+                    "user_id": n, "label": rng.choice(["ci", "laptop", "scheduler"]),
                     "prefix": f"pk_{rng.getrandbits(32):08x}", "key_hash": f"{rng.getrandbits(256):064x}",
                     "created_at": created + timedelta(days=rng.randint(0, 100)),
                     "last_used_at": last_active if rng.random() < 0.8 else None,
@@ -363,24 +340,17 @@ def _user_rows(rng: random.Random, ids: _Ids, first: int, last: int) -> dict[str
 
         # Newsletters only after sign-up (PLO-4); some people later unsubscribed.
         if rng.random() < 0.4:
-            out["newsletter_subscriptions"].append(
-                _subscription(rng, ids, f"user{n}@example.com", n, created)
-            )
+            rows.add("newsletter_subscriptions", _subscription(rng, f"user{n}@example.com", n, created))
         if rng.random() < 0.1:  # someone without an account signs up on the blog
-            k = ids("subscribers")
-            out["newsletter_subscriptions"].append(
-                _subscription(rng, ids, f"subscriber{k}@example.com", None, created)
-            )
-    return out
+            email = f"subscriber{rows.next_id('subscribers')}@example.com"
+            rows.add("newsletter_subscriptions", _subscription(rng, email, None, created))
 
 
-def _subscription(
-    rng: random.Random, ids: _Ids, email: str, user_id: int | None, after: datetime
-) -> dict[str, Any]:
+def _subscription(rng: random.Random, email: str, user_id: int | None, after: datetime) -> dict[str, Any]:
     subscribed = after + timedelta(days=rng.randint(0, 30))
     left = subscribed + timedelta(days=rng.randint(10, 400)) if rng.random() < 0.2 else None
     return {
-        "id": ids("newsletter_subscriptions"), "email": email, "user_id": user_id,
+        "email": email, "user_id": user_id,
         "consent_version": "2022-07-02", "source": rng.choice(["signup_form", "blog", "account_settings"]),
         "subscribed_at": subscribed, "unsubscribed_at": left if left and left < BASE else None,
     }
@@ -388,16 +358,12 @@ def _subscription(
 
 def _populate(conn: Connection, size: int, rng_seed: int) -> dict[str, int]:
     rng = random.Random(rng_seed)
-    ids = _Ids()
-    counts = {t.name: 0 for t in metadata.sorted_tables}
-    for first in range(1, size + 1, CHUNK):
-        rows = _user_rows(rng, ids, first, min(first + CHUNK - 1, size))
+    rows = PendingRows(t.name for t in metadata.sorted_tables)
+    for numbers in subject_chunks(size, CHUNK):
+        _user_rows(rng, rows, numbers)
         # Parents before children, so foreign keys hold on every dialect.
-        for table in metadata.sorted_tables:
-            for batch in _slices(rows[table.name]):
-                conn.execute(table.insert(), batch)
-            counts[table.name] += len(rows[table.name])
-    return counts
+        rows.flush(conn, metadata.sorted_tables, BATCH)
+    return rows.written
 
 
 def seed(conn: Connection, size: int, seed: int = 0) -> dict[str, int]:
@@ -407,6 +373,4 @@ def seed(conn: Connection, size: int, seed: int = 0) -> dict[str, int]:
 
 def create(engine: Engine, size: int, seed: int = 0) -> dict[str, int]:
     """Create the schema and seed it, in one transaction."""
-    with engine.begin() as conn:
-        metadata.create_all(conn)
-        return _populate(conn, size, seed)
+    return create_seeded(engine, metadata, _populate, size, seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,6 @@ from sqlalchemy import (
     Date,
     DateTime,
     Engine,
-    ForeignKey,
     MetaData,
     Numeric,
     String,
@@ -31,12 +30,24 @@ from sqlalchemy import (
     Text,
 )
 
+from fiduciary.examples import (
+    PendingRows,
+    create_seeded,
+    foreign_key_column,
+    id_column,
+    insert_batches,
+    random_hex,
+    random_ip,
+    random_time,
+    subject_chunks,
+)
+
 metadata = MetaData()
 
 users = Table(
     "users",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    id_column(),
     Column("email", String(254), unique=True),  # nullable: hmac masking may rewrite it
     Column("password_hash", String(128)),
     Column("created_at", DateTime),
@@ -50,8 +61,8 @@ users = Table(
 payments = Table(
     "payments",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("user_id", "users.id"),
     Column("paypal_email", String(254)),
     Column("plan", String(32)),
     Column("amount", Numeric(10, 2)),
@@ -65,7 +76,7 @@ payments = Table(
 content_blobs = Table(
     "content_blobs",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    id_column(),
     Column("md5", String(32), nullable=False, index=True),
     Column("sha1", String(40), nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
@@ -77,9 +88,9 @@ content_blobs = Table(
 files = Table(
     "files",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
-    Column("blob_id", BigInteger, ForeignKey("content_blobs.id"), index=True),
+    id_column(),
+    foreign_key_column("user_id", "users.id"),
+    foreign_key_column("blob_id", "content_blobs.id", nullable=True),
     Column("name", String(255)),
     Column("folder", String(255)),
     Column("created_at", DateTime),
@@ -88,10 +99,10 @@ files = Table(
 transfers = Table(
     "transfers",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("user_id", "users.id"),
     # the file a finished transfer produced; deleting the file deletes this row (PUT-13)
-    Column("file_id", BigInteger, ForeignKey("files.id"), index=True),
+    foreign_key_column("file_id", "files.id", nullable=True),
     Column("source_url", Text),
     Column("name", String(255)),
     Column("status", String(16), nullable=False),
@@ -102,8 +113,8 @@ transfers = Table(
 access_logs = Table(
     "access_logs",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), index=True),  # None: a visitor
+    id_column(),
+    foreign_key_column("user_id", "users.id", nullable=True),  # None: a visitor
     Column("ip_address", String(45)),
     Column("referrer", Text),
     Column("path", String(512)),
@@ -114,8 +125,8 @@ access_logs = Table(
 sessions = Table(
     "sessions",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("user_id", "users.id"),
     Column("session_hash", String(64), nullable=False),
     Column("ip_address", String(45)),
     Column("user_agent", String(512)),
@@ -126,8 +137,8 @@ sessions = Table(
 upload_screenings = Table(
     "upload_screenings",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("user_id", "users.id"),
     # kept only for a match: a clean file's hash is not kept with the person (PUT-13)
     Column("file_md5", String(32)),
     Column("ip_address", String(45)),
@@ -140,8 +151,8 @@ upload_screenings = Table(
 subscriptions = Table(
     "subscriptions",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("user_id", "users.id"),
     Column("topic", String(32), nullable=False),
     Column("subscribed", Boolean, nullable=False),
     Column("changed_at", DateTime, nullable=False),
@@ -150,8 +161,8 @@ subscriptions = Table(
 support_messages = Table(
     "support_messages",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), index=True),  # None: a visitor
+    id_column(),
+    foreign_key_column("user_id", "users.id", nullable=True),  # None: a visitor
     Column("email", String(254), index=True),
     Column("subject", String(200)),
     Column("body", Text),
@@ -185,34 +196,8 @@ _AGENTS = (
 _TOPICS = ("newsletter", "partner_offers")
 
 
-def _hex(rng: random.Random, chars: int) -> str:
-    return f"{rng.getrandbits(chars * 4):0{chars}x}"
-
-
-def _ip(rng: random.Random) -> str:
-    if rng.random() < 0.15:
-        return "2001:db8:" + ":".join(f"{rng.getrandbits(16):x}" for _ in range(6))
-    return f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-
-
 def _at(rng: random.Random, days: int = 365) -> datetime:
-    return BASE + timedelta(seconds=rng.randrange(days * 86_400))
-
-
-def _write(conn: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> int:
-    """Insert ``rows`` in executemany batches of at most BATCH; return how many."""
-    count = 0
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == BATCH:
-            conn.execute(table.insert(), batch)
-            count += len(batch)
-            batch = []
-    if batch:
-        conn.execute(table.insert(), batch)
-        count += len(batch)
-    return count
+    return random_time(rng, BASE, days)
 
 
 def _blob_md5(blob_id: int, rng_seed: int) -> str:
@@ -237,159 +222,120 @@ def _blobs(rng: random.Random, n: int, rng_seed: int) -> Iterator[dict[str, Any]
 
 def _fill(conn: Connection, size: int, rng_seed: int) -> dict[str, int]:
     rng = random.Random(rng_seed)
-    counts = {t.name: 0 for t in metadata.sorted_tables}
+    rows = PendingRows(t.name for t in metadata.sorted_tables)
     n_blobs = max(1, size * BLOBS_PER_USER)
-    counts["content_blobs"] = _write(conn, content_blobs, _blobs(rng, n_blobs, rng_seed))
-    ids = dict.fromkeys(counts, 0)  # last id per table
-
-    def next_id(table: str) -> int:
-        ids[table] += 1
-        return ids[table]
-
-    for start in range(1, size + 1, USERS_PER_CHUNK):
-        stop = min(size + 1, start + USERS_PER_CHUNK)
-        rows: dict[str, list[dict[str, Any]]] = {t: [] for t in counts if t != "content_blobs"}
-        for uid in range(start, stop):
+    rows.written["content_blobs"] = insert_batches(conn, content_blobs, _blobs(rng, n_blobs, rng_seed))
+    per_user = [t for t in metadata.sorted_tables if t is not content_blobs]
+    for uids in subject_chunks(size, USERS_PER_CHUNK):
+        for uid in uids:
             created = _at(rng)
             email = f"user{uid}@example.com"
-            rows["users"].append(
-                {
-                    "id": uid,
-                    "email": email,
-                    "password_hash": "$argon2id$" + _hex(rng, 64),
-                    "created_at": created,
-                    # everyone is an adult: sign-up under 13 is refused (PUT-2)
-                    "birth_date": date(1950, 1, 1) + timedelta(days=rng.randrange(50 * 365)),
-                    "postal_code": f"{rng.randint(1000, 9999)}" if rng.random() < 0.6 else None,
-                    "hometown": rng.choice(_TOWNS) if rng.random() < 0.5 else None,
-                    "gender": rng.choice(_GENDERS),
-                    "intercom_opt_out": rng.random() < 0.05,
-                }
-            )
+            rows.add("users", {
+                "id": uid,
+                "email": email,
+                "password_hash": "$argon2id$" + random_hex(rng, 64),
+                "created_at": created,
+                # everyone is an adult: sign-up under 13 is refused (PUT-2)
+                "birth_date": date(1950, 1, 1) + timedelta(days=rng.randrange(50 * 365)),
+                "postal_code": f"{rng.randint(1000, 9999)}" if rng.random() < 0.6 else None,
+                "hometown": rng.choice(_TOWNS) if rng.random() < 0.5 else None,
+                "gender": rng.choice(_GENDERS),
+                "intercom_opt_out": rng.random() < 0.05,
+            })
             for _ in range(rng.choice((0, 0, 1, 1, 2))):
                 plan, amount = rng.choice(_PLANS)
-                rows["payments"].append(
-                    {
-                        "id": next_id("payments"),
-                        "user_id": uid,
-                        "paypal_email": email if rng.random() < 0.7 else f"pay{uid}@example.com",
-                        "plan": plan,
-                        "amount": amount,
-                        "currency": "USD",
-                        "paypal_transaction_id": _hex(rng, 17).upper(),
-                        "paid_at": created + timedelta(days=rng.randint(0, 60)),
-                    }
-                )
+                rows.add("payments", {
+                    "user_id": uid,
+                    "paypal_email": email if rng.random() < 0.7 else f"pay{uid}@example.com",
+                    "plan": plan,
+                    "amount": amount,
+                    "currency": "USD",
+                    "paypal_transaction_id": random_hex(rng, 17).upper(),
+                    "paid_at": created + timedelta(days=rng.randint(0, 60)),
+                })
             for _ in range(rng.randint(0, 6)):
                 added = created + timedelta(hours=rng.randint(1, 5000))
                 blob = rng.randint(1, n_blobs)
                 name = f"file-{blob}.{rng.choice(_EXT)}"
                 # every file is screened as it is written; a match is never stored (PUT-9)
                 matched = rng.random() < 0.001
-                rows["upload_screenings"].append(
-                    {
-                        "id": next_id("upload_screenings"),
-                        "user_id": uid,
-                        "file_md5": _blob_md5(blob, rng_seed) if matched else None,
-                        "ip_address": _ip(rng),
-                        "matched": matched,
-                        "action": "blocked" if matched else "stored",
-                        "reported_to": "NCMEC" if matched else None,
-                        "screened_at": added,
-                    }
-                )
+                rows.add("upload_screenings", {
+                    "user_id": uid,
+                    "file_md5": _blob_md5(blob, rng_seed) if matched else None,
+                    "ip_address": random_ip(rng),
+                    "matched": matched,
+                    "action": "blocked" if matched else "stored",
+                    "reported_to": "NCMEC" if matched else None,
+                    "screened_at": added,
+                })
                 if matched:
                     continue
-                file_id = next_id("files")
-                rows["files"].append(
-                    {
-                        "id": file_id,
-                        "user_id": uid,
-                        "blob_id": blob,
-                        "name": name,
-                        "folder": rng.choice(_FOLDERS),
-                        "created_at": added,
-                    }
-                )
+                file_id = rows.add("files", {
+                    "user_id": uid,
+                    "blob_id": blob,
+                    "name": name,
+                    "folder": rng.choice(_FOLDERS),
+                    "created_at": added,
+                })
                 if rng.random() < 0.4:  # fetched by a transfer rather than uploaded
-                    rows["transfers"].append(
-                        {
-                            "id": next_id("transfers"),
-                            "user_id": uid,
-                            "file_id": file_id,
-                            "source_url": f"magnet:?xt=urn:btih:{_hex(rng, 40)}",
-                            "name": name,
-                            "status": "completed",
-                            "created_at": added - timedelta(minutes=rng.randint(1, 90)),
-                            "completed_at": added,
-                        }
-                    )
+                    rows.add("transfers", {
+                        "user_id": uid,
+                        "file_id": file_id,
+                        "source_url": f"magnet:?xt=urn:btih:{random_hex(rng, 40)}",
+                        "name": name,
+                        "status": "completed",
+                        "created_at": added - timedelta(minutes=rng.randint(1, 90)),
+                        "completed_at": added,
+                    })
             if rng.random() < 0.05:  # a transfer that failed leaves no file
                 failed = _at(rng)
-                rows["transfers"].append(
-                    {
-                        "id": next_id("transfers"),
-                        "user_id": uid,
-                        "file_id": None,
-                        "source_url": f"https://example.org/dl/{_hex(rng, 12)}.zip",
-                        "name": None,
-                        "status": "error",
-                        "created_at": failed,
-                        "completed_at": None,
-                    }
-                )
+                rows.add("transfers", {
+                    "user_id": uid,
+                    "file_id": None,
+                    "source_url": f"https://example.org/dl/{random_hex(rng, 12)}.zip",
+                    "name": None,
+                    "status": "error",
+                    "created_at": failed,
+                    "completed_at": None,
+                })
             for _ in range(rng.randint(1, 6)):
-                rows["access_logs"].append(
-                    {
-                        "id": next_id("access_logs"),
-                        "user_id": uid if rng.random() < 0.8 else None,
-                        "ip_address": _ip(rng),
-                        "referrer": rng.choice(_REFERRERS),
-                        "path": rng.choice(_PATHS),
-                        "user_agent": rng.choice(_AGENTS),
-                        "visited_at": _at(rng),
-                    }
-                )
+                rows.add("access_logs", {
+                    "user_id": uid if rng.random() < 0.8 else None,
+                    "ip_address": random_ip(rng),
+                    "referrer": rng.choice(_REFERRERS),
+                    "path": rng.choice(_PATHS),
+                    "user_agent": rng.choice(_AGENTS),
+                    "visited_at": _at(rng),
+                })
             if rng.random() < 0.6:
                 seen = _at(rng)
-                rows["sessions"].append(
-                    {
-                        "id": next_id("sessions"),
-                        "user_id": uid,
-                        "session_hash": _hex(rng, 64),
-                        "ip_address": _ip(rng),
-                        "user_agent": rng.choice(_AGENTS),
-                        "created_at": seen,
-                        "last_seen_at": seen + timedelta(minutes=rng.randint(0, 600)),
-                    }
-                )
+                rows.add("sessions", {
+                    "user_id": uid,
+                    "session_hash": random_hex(rng, 64),
+                    "ip_address": random_ip(rng),
+                    "user_agent": rng.choice(_AGENTS),
+                    "created_at": seen,
+                    "last_seen_at": seen + timedelta(minutes=rng.randint(0, 600)),
+                })
             for topic in _TOPICS:
-                rows["subscriptions"].append(
-                    {
-                        "id": next_id("subscriptions"),
-                        "user_id": uid,
-                        "topic": topic,
-                        "subscribed": rng.random() < (0.7 if topic == "newsletter" else 0.2),
-                        "changed_at": created,
-                    }
-                )
+                rows.add("subscriptions", {
+                    "user_id": uid,
+                    "topic": topic,
+                    "subscribed": rng.random() < (0.7 if topic == "newsletter" else 0.2),
+                    "changed_at": created,
+                })
             if rng.random() < 0.1:
                 member = rng.random() < 0.8
-                rows["support_messages"].append(
-                    {
-                        "id": next_id("support_messages"),
-                        "user_id": uid if member else None,
-                        "email": email if member else f"visitor{uid}@example.com",
-                        "subject": "Transfer stuck",
-                        "body": "My transfer has been at 99% for a day. Can you help?",
-                        "received_at": _at(rng),
-                    }
-                )
+                rows.add("support_messages", {
+                    "user_id": uid if member else None,
+                    "email": email if member else f"visitor{uid}@example.com",
+                    "subject": "Transfer stuck",
+                    "body": "My transfer has been at 99% for a day. Can you help?",
+                    "received_at": _at(rng),
+                })
         # Parents before children, so foreign keys hold on every backend.
-        for table in metadata.sorted_tables:
-            if table.name in rows:
-                counts[table.name] += _write(conn, table, rows[table.name])
-    return counts
+        rows.flush(conn, per_user, BATCH)
+    return rows.written
 
 
 def seed(conn: Connection, size: int, seed: int = 0) -> dict[str, int]:
@@ -401,6 +347,4 @@ def seed(conn: Connection, size: int, seed: int = 0) -> dict[str, int]:
 
 def create(engine: Engine, size: int, seed: int = 0) -> dict[str, int]:
     """Create the tables and seed them in one transaction."""
-    with engine.begin() as conn:
-        metadata.create_all(conn)
-        return _fill(conn, size, seed)
+    return create_seeded(engine, metadata, _fill, size, seed)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -23,7 +21,6 @@ from sqlalchemy import (
     Date,
     DateTime,
     Engine,
-    ForeignKey,
     MetaData,
     Numeric,
     String,
@@ -31,12 +28,23 @@ from sqlalchemy import (
     Text,
 )
 
+from fiduciary.examples import (
+    PendingRows,
+    create_seeded,
+    foreign_key_column,
+    id_column,
+    random_hex,
+    random_ip,
+    random_time,
+    subject_chunks,
+)
+
 metadata = MetaData()
 
 users = Table(
     "users",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    id_column(),
     Column("login", String(255), unique=True),
     Column("firstname", String(100)),
     Column("lastname", String(100)),
@@ -49,8 +57,8 @@ users = Table(
 accounts = Table(
     "accounts",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("owner_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("owner_id", "users.id"),
     Column("subdomain", String(63), nullable=False, unique=True),
     Column("plan", String(32), nullable=False),
     Column("company", String(200)),
@@ -67,8 +75,8 @@ accounts = Table(
 payment_methods = Table(
     "payment_methods",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("account_id", "accounts.id"),
     Column("kind", String(16), nullable=False),  # credit_card | direct_debit
     Column("holder_name", String(200)),
     Column("card_last4", String(4)),
@@ -81,8 +89,8 @@ payment_methods = Table(
 invoices = Table(
     "invoices",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("account_id", "accounts.id"),
     Column("number", String(32), nullable=False),
     Column("billing_name", String(200)),
     Column("billing_address", Text),
@@ -95,8 +103,8 @@ invoices = Table(
 projects = Table(
     "projects",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("account_id", "accounts.id"),
     Column("identifier", String(100), nullable=False),
     Column("name", String(255), nullable=False),
     Column("is_public", Boolean, nullable=False),
@@ -106,9 +114,9 @@ projects = Table(
 members = Table(
     "members",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
-    Column("project_id", BigInteger, ForeignKey("projects.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("user_id", "users.id"),
+    foreign_key_column("project_id", "projects.id"),
     Column("role", String(32), nullable=False),
     Column("created_on", DateTime, nullable=False),
 )
@@ -117,10 +125,10 @@ members = Table(
 issues = Table(
     "issues",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("project_id", BigInteger, ForeignKey("projects.id"), nullable=False, index=True),
-    Column("author_id", BigInteger, ForeignKey("users.id"), index=True),
-    Column("assigned_to_id", BigInteger, ForeignKey("users.id"), index=True),
+    id_column(),
+    foreign_key_column("project_id", "projects.id"),
+    foreign_key_column("author_id", "users.id", nullable=True),
+    foreign_key_column("assigned_to_id", "users.id", nullable=True),
     Column("subject", String(255)),
     Column("description", Text),
     Column("is_private", Boolean, nullable=False),
@@ -131,9 +139,9 @@ issues = Table(
 comments = Table(
     "comments",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("issue_id", BigInteger, ForeignKey("issues.id"), nullable=False, index=True),
-    Column("author_id", BigInteger, ForeignKey("users.id"), index=True),
+    id_column(),
+    foreign_key_column("issue_id", "issues.id"),
+    foreign_key_column("author_id", "users.id", nullable=True),
     Column("notes", Text),
     Column("created_on", DateTime, nullable=False),
 )
@@ -141,9 +149,9 @@ comments = Table(
 wiki_pages = Table(
     "wiki_pages",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("project_id", BigInteger, ForeignKey("projects.id"), nullable=False, index=True),
-    Column("author_id", BigInteger, ForeignKey("users.id"), index=True),
+    id_column(),
+    foreign_key_column("project_id", "projects.id"),
+    foreign_key_column("author_id", "users.id", nullable=True),
     Column("title", String(255)),
     Column("text", Text),
     Column("updated_on", DateTime, nullable=False),
@@ -152,9 +160,9 @@ wiki_pages = Table(
 attachments = Table(
     "attachments",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("issue_id", BigInteger, ForeignKey("issues.id"), nullable=False, index=True),
-    Column("author_id", BigInteger, ForeignKey("users.id"), index=True),
+    id_column(),
+    foreign_key_column("issue_id", "issues.id"),
+    foreign_key_column("author_id", "users.id", nullable=True),
     Column("filename", String(255)),
     Column("disk_filename", String(255), nullable=False),
     Column("filesize", BigInteger, nullable=False),
@@ -166,8 +174,8 @@ attachments = Table(
 access_logs = Table(
     "access_logs",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, ForeignKey("users.id"), index=True),  # None: a visitor
+    id_column(),
+    foreign_key_column("user_id", "users.id", nullable=True),  # None: a visitor
     Column("requested_at", DateTime, nullable=False),
     Column("ip_address", String(45)),
     Column("user_agent", String(512)),
@@ -196,49 +204,16 @@ _AGENTS = (
 _TYPES = (("pdf", "application/pdf"), ("png", "image/png"), ("txt", "text/plain"))
 
 
-def _hex(rng: random.Random, chars: int) -> str:
-    return f"{rng.getrandbits(chars * 4):0{chars}x}"
-
-
-def _ip(rng: random.Random) -> str:
-    if rng.random() < 0.15:
-        return "2001:db8:" + ":".join(f"{rng.getrandbits(16):x}" for _ in range(6))
-    return f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-
-
 def _at(rng: random.Random, days: int = 365) -> datetime:
-    return BASE + timedelta(seconds=rng.randrange(days * 86_400))
-
-
-def _write(conn: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> int:
-    """Insert ``rows`` in executemany batches of at most BATCH; return how many."""
-    count = 0
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == BATCH:
-            conn.execute(table.insert(), batch)
-            count += len(batch)
-            batch = []
-    if batch:
-        conn.execute(table.insert(), batch)
-        count += len(batch)
-    return count
+    return random_time(rng, BASE, days)
 
 
 def _fill(conn: Connection, size: int, rng_seed: int) -> dict[str, int]:
     rng = random.Random(rng_seed)
-    counts = {t.name: 0 for t in metadata.sorted_tables}
-    ids = dict.fromkeys(counts, 0)  # last id per table
-
-    def next_id(table: str) -> int:
-        ids[table] += 1
-        return ids[table]
-
+    rows = PendingRows(t.name for t in metadata.sorted_tables)
     n_accounts = -(-size // USERS_PER_ACCOUNT)
-    for first in range(1, n_accounts + 1, ACCOUNTS_PER_CHUNK):
-        rows: dict[str, list[dict[str, Any]]] = {t: [] for t in counts}
-        for acc in range(first, min(n_accounts + 1, first + ACCOUNTS_PER_CHUNK)):
+    for accs in subject_chunks(n_accounts, ACCOUNTS_PER_CHUNK):
+        for acc in accs:
             uids = list(
                 range((acc - 1) * USERS_PER_ACCOUNT + 1, min(size, acc * USERS_PER_ACCOUNT) + 1)
             )
@@ -248,163 +223,130 @@ def _fill(conn: Connection, size: int, rng_seed: int) -> dict[str, int]:
                 name = (rng.choice(_FIRST), rng.choice(_LAST))
                 people[uid] = f"{name[0]} {name[1]}"
                 joined = opened + timedelta(days=rng.randint(0, 30)) if uid != uids[0] else opened
-                rows["users"].append(
-                    {
-                        "id": uid,
-                        "login": f"user{uid}",
-                        "firstname": name[0],
-                        "lastname": name[1],
-                        "email": f"user{uid}@example.com",
-                        "hashed_password": _hex(rng, 64),
-                        "created_on": joined,
-                        "last_login_on": joined + timedelta(days=rng.randint(0, 300)),
-                    }
-                )
+                rows.add("users", {
+                    "id": uid,
+                    "login": f"user{uid}",
+                    "firstname": name[0],
+                    "lastname": name[1],
+                    "email": f"user{uid}@example.com",
+                    "hashed_password": random_hex(rng, 64),
+                    "created_on": joined,
+                    "last_login_on": joined + timedelta(days=rng.randint(0, 300)),
+                })
             owner = uids[0]
             city, country = rng.choice(_CITIES)
             plan, price = rng.choice(_PLANS)
             street = f"Musterstraße {rng.randint(1, 200)}"
             postal = f"{rng.randint(10000, 99999)}"
-            rows["accounts"].append(
-                {
-                    "id": acc,
-                    "owner_id": owner,
-                    "subdomain": f"team{acc}",
-                    "plan": plan,
-                    "company": f"Team {acc} GmbH" if rng.random() < 0.7 else None,
-                    "billing_name": people[owner],
-                    "street": street,
-                    "postal_code": postal,
-                    "city": city,
-                    "country": country,
-                    "phone": f"+49 30 {rng.randint(1000000, 9999999)}" if rng.random() < 0.6 else None,
-                    "fax": f"+49 30 {rng.randint(1000000, 9999999)}" if rng.random() < 0.1 else None,
-                    "created_on": opened,
-                }
-            )
+            rows.add("accounts", {
+                "id": acc,
+                "owner_id": owner,
+                "subdomain": f"team{acc}",
+                "plan": plan,
+                "company": f"Team {acc} GmbH" if rng.random() < 0.7 else None,
+                "billing_name": people[owner],
+                "street": street,
+                "postal_code": postal,
+                "city": city,
+                "country": country,
+                "phone": f"+49 30 {rng.randint(1000000, 9999999)}" if rng.random() < 0.6 else None,
+                "fax": f"+49 30 {rng.randint(1000000, 9999999)}" if rng.random() < 0.1 else None,
+                "created_on": opened,
+            })
             card = rng.random() < 0.6
-            rows["payment_methods"].append(
-                {
-                    "id": next_id("payment_methods"),
-                    "account_id": acc,
-                    "kind": "credit_card" if card else "direct_debit",
-                    "holder_name": people[owner],
-                    "card_last4": f"{rng.randint(0, 9999):04d}" if card else None,
-                    "card_expiry": f"{rng.randint(2025, 2030)}-{rng.randint(1, 12):02d}" if card else None,
-                    "iban": None if card else f"DE{rng.randint(10, 99)}{rng.randint(10**17, 10**18 - 1)}",
-                    "bic": None if card else "COBADEFFXXX",
-                    "created_on": opened,
-                }
-            )
+            rows.add("payment_methods", {
+                "account_id": acc,
+                "kind": "credit_card" if card else "direct_debit",
+                "holder_name": people[owner],
+                "card_last4": f"{rng.randint(0, 9999):04d}" if card else None,
+                "card_expiry": f"{rng.randint(2025, 2030)}-{rng.randint(1, 12):02d}" if card else None,
+                "iban": None if card else f"DE{rng.randint(10, 99)}{rng.randint(10**17, 10**18 - 1)}",
+                "bic": None if card else "COBADEFFXXX",
+                "created_on": opened,
+            })
             for month in range(rng.randint(1, 12)):
                 issued = (opened + timedelta(days=30 * month)).date()
-                number = next_id("invoices")
-                rows["invoices"].append(
-                    {
-                        "id": number,
-                        "account_id": acc,
-                        "number": f"PL-{number:08d}",
-                        "billing_name": people[owner],
-                        "billing_address": f"{street}\n{postal} {city}\n{country}",
-                        "amount": price,
-                        "currency": "EUR",
-                        "issued_on": issued,
-                        "paid_on": issued + timedelta(days=rng.randint(0, 14)),
-                    }
-                )
+                number = rows.next_id("invoices")
+                rows.add("invoices", {
+                    "id": number,
+                    "account_id": acc,
+                    "number": f"PL-{number:08d}",
+                    "billing_name": people[owner],
+                    "billing_address": f"{street}\n{postal} {city}\n{country}",
+                    "amount": price,
+                    "currency": "EUR",
+                    "issued_on": issued,
+                    "paid_on": issued + timedelta(days=rng.randint(0, 14)),
+                })
             for p in range(rng.randint(1, 3)):
-                pid = next_id("projects")
-                rows["projects"].append(
-                    {
-                        "id": pid,
-                        "account_id": acc,
-                        "identifier": f"project-{p + 1}",
-                        "name": f"Project {p + 1}",
-                        "is_public": rng.random() < 0.1,
-                        "created_on": opened,
-                    }
-                )
+                pid = rows.add("projects", {
+                    "account_id": acc,
+                    "identifier": f"project-{p + 1}",
+                    "name": f"Project {p + 1}",
+                    "is_public": rng.random() < 0.1,
+                    "created_on": opened,
+                })
                 team = [u for u in uids if u == owner or rng.random() < 0.7]
                 for uid in team:
-                    rows["members"].append(
-                        {
-                            "id": next_id("members"),
-                            "user_id": uid,
-                            "project_id": pid,
-                            "role": "manager" if uid == owner else rng.choice(_ROLES),
-                            "created_on": opened,
-                        }
-                    )
+                    rows.add("members", {
+                        "user_id": uid,
+                        "project_id": pid,
+                        "role": "manager" if uid == owner else rng.choice(_ROLES),
+                        "created_on": opened,
+                    })
                 for _ in range(rng.randint(1, 3)):
-                    rows["wiki_pages"].append(
-                        {
-                            "id": next_id("wiki_pages"),
-                            "project_id": pid,
-                            "author_id": rng.choice(team),
-                            "title": rng.choice(("Wiki", "Onboarding", "Release checklist")),
-                            "text": "h1. Welcome\n\nSee the issues for what is next.",
-                            "updated_on": _at(rng),
-                        }
-                    )
+                    rows.add("wiki_pages", {
+                        "project_id": pid,
+                        "author_id": rng.choice(team),
+                        "title": rng.choice(("Wiki", "Onboarding", "Release checklist")),
+                        "text": "h1. Welcome\n\nSee the issues for what is next.",
+                        "updated_on": _at(rng),
+                    })
                 for _ in range(rng.randint(1, 3) * len(team)):
-                    iid = next_id("issues")
                     opened_issue = _at(rng)
-                    rows["issues"].append(
-                        {
-                            "id": iid,
-                            "project_id": pid,
-                            "author_id": rng.choice(team),
-                            "assigned_to_id": rng.choice(team) if rng.random() < 0.7 else None,
-                            "subject": rng.choice(_TOPICS),
-                            "description": "Steps to reproduce are in the attached file.",
-                            "is_private": rng.random() < 0.05,
-                            "created_on": opened_issue,
-                            "updated_on": opened_issue + timedelta(hours=rng.randint(0, 500)),
-                        }
-                    )
+                    iid = rows.add("issues", {
+                        "project_id": pid,
+                        "author_id": rng.choice(team),
+                        "assigned_to_id": rng.choice(team) if rng.random() < 0.7 else None,
+                        "subject": rng.choice(_TOPICS),
+                        "description": "Steps to reproduce are in the attached file.",
+                        "is_private": rng.random() < 0.05,
+                        "created_on": opened_issue,
+                        "updated_on": opened_issue + timedelta(hours=rng.randint(0, 500)),
+                    })
                     for _ in range(rng.randint(0, 2)):
-                        rows["comments"].append(
-                            {
-                                "id": next_id("comments"),
-                                "issue_id": iid,
-                                "author_id": rng.choice(team),
-                                "notes": "Done, please check.",
-                                "created_on": opened_issue + timedelta(hours=rng.randint(1, 500)),
-                            }
-                        )
+                        rows.add("comments", {
+                            "issue_id": iid,
+                            "author_id": rng.choice(team),
+                            "notes": "Done, please check.",
+                            "created_on": opened_issue + timedelta(hours=rng.randint(1, 500)),
+                        })
                     if rng.random() < 0.3:
                         ext, mime = rng.choice(_TYPES)
                         digest = hashlib.sha256(f"{rng_seed}-{iid}".encode()).hexdigest()
-                        rows["attachments"].append(
-                            {
-                                "id": next_id("attachments"),
-                                "issue_id": iid,
-                                "author_id": rng.choice(team),
-                                "filename": f"screenshot-{iid}.{ext}",
-                                "disk_filename": f"{digest[:16]}.{ext}",
-                                "filesize": rng.randint(1_000, 20_000_000),
-                                "content_type": mime,
-                                "digest": digest,
-                                "created_on": opened_issue,
-                            }
-                        )
+                        rows.add("attachments", {
+                            "issue_id": iid,
+                            "author_id": rng.choice(team),
+                            "filename": f"screenshot-{iid}.{ext}",
+                            "disk_filename": f"{digest[:16]}.{ext}",
+                            "filesize": rng.randint(1_000, 20_000_000),
+                            "content_type": mime,
+                            "digest": digest,
+                            "created_on": opened_issue,
+                        })
             for uid in uids:
                 for _ in range(rng.randint(1, 5)):
-                    rows["access_logs"].append(
-                        {
-                            "id": next_id("access_logs"),
-                            "user_id": uid if rng.random() < 0.8 else None,
-                            "requested_at": _at(rng),
-                            "ip_address": _ip(rng),
-                            "user_agent": rng.choice(_AGENTS),
-                            "referrer": rng.choice(_REFERRERS),
-                            "path": rng.choice(_PATHS),
-                        }
-                    )
+                    rows.add("access_logs", {
+                        "user_id": uid if rng.random() < 0.8 else None,
+                        "requested_at": _at(rng),
+                        "ip_address": random_ip(rng),
+                        "user_agent": rng.choice(_AGENTS),
+                        "referrer": rng.choice(_REFERRERS),
+                        "path": rng.choice(_PATHS),
+                    })
         # Parents before children, so foreign keys hold on every backend.
-        for table in metadata.sorted_tables:
-            counts[table.name] += _write(conn, table, rows[table.name])
-    return counts
+        rows.flush(conn, metadata.sorted_tables, BATCH)
+    return rows.written
 
 
 def seed(conn: Connection, size: int, seed: int = 0) -> dict[str, int]:
@@ -416,6 +358,4 @@ def seed(conn: Connection, size: int, seed: int = 0) -> dict[str, int]:
 
 def create(engine: Engine, size: int, seed: int = 0) -> dict[str, int]:
     """Create the tables and seed them in one transaction."""
-    with engine.begin() as conn:
-        metadata.create_all(conn)
-        return _fill(conn, size, seed)
+    return create_seeded(engine, metadata, _fill, size, seed)

@@ -10,19 +10,16 @@ memory.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     Column,
     Connection,
     DateTime,
     Engine,
-    ForeignKey,
     MetaData,
     Numeric,
     String,
@@ -30,22 +27,19 @@ from sqlalchemy import (
     Text,
 )
 
+from fiduciary.examples import PendingRows, create_seeded, foreign_key_column, id_column, subject_chunks
+
 metadata = MetaData()
 
 
-def _id() -> Column[int]:
-    # Ids are given by the seed (children must name their parents without reading back).
-    return Column("id", BigInteger, primary_key=True, autoincrement=False)
-
-
 def _member_fk(name: str = "member_id", nullable: bool = False) -> Column[int]:
-    return Column(name, BigInteger, ForeignKey("members.id"), nullable=nullable, index=True)
+    return foreign_key_column(name, "members.id", nullable=nullable)
 
 
 members = Table(
     "members",
     metadata,
-    _id(),
+    id_column(),
     Column("email", String(255), nullable=False, unique=True),
     Column("name", String(200)),  # nullable: erasure sets it to NULL
     Column("password_hash", String(255)),
@@ -57,7 +51,7 @@ members = Table(
 profiles = Table(
     "profiles",
     metadata,
-    _id(),
+    id_column(),
     _member_fk(),
     Column("headline", String(200)),
     Column("about", Text),
@@ -78,7 +72,7 @@ profiles = Table(
 posts = Table(
     "posts",
     metadata,
-    _id(),
+    id_column(),
     _member_fk(nullable=True),  # NULL once unlinked from a closed account (PLU-11)
     Column("body", Text, nullable=False),
     Column("visibility", String(16), nullable=False),
@@ -88,8 +82,8 @@ posts = Table(
 comments = Table(
     "comments",
     metadata,
-    _id(),
-    Column("post_id", BigInteger, ForeignKey("posts.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("post_id", "posts.id"),
     _member_fk(nullable=True),
     Column("body", Text, nullable=False),
     Column("created_at", DateTime, nullable=False),
@@ -98,8 +92,8 @@ comments = Table(
 reactions = Table(
     "reactions",
     metadata,
-    _id(),
-    Column("post_id", BigInteger, ForeignKey("posts.id"), nullable=False, index=True),
+    id_column(),
+    foreign_key_column("post_id", "posts.id"),
     _member_fk(),
     Column("kind", String(16), nullable=False),
     Column("created_at", DateTime, nullable=False),
@@ -108,16 +102,16 @@ reactions = Table(
 post_reads = Table(
     "post_reads",
     metadata,
-    _id(),
+    id_column(),
     _member_fk(),
-    Column("post_id", BigInteger, ForeignKey("posts.id"), nullable=False),
+    foreign_key_column("post_id", "posts.id", index=False),
     Column("read_at", DateTime, nullable=False),
 )
 
 connections = Table(
     "connections",
     metadata,
-    _id(),
+    id_column(),
     _member_fk(),
     _member_fk("connected_member_id"),
     Column("status", String(16), nullable=False),
@@ -127,7 +121,7 @@ connections = Table(
 follows = Table(
     "follows",
     metadata,
-    _id(),
+    id_column(),
     _member_fk(),
     Column("topic", String(100)),
     _member_fk("followed_member_id", nullable=True),
@@ -137,7 +131,7 @@ follows = Table(
 messages = Table(
     "messages",
     metadata,
-    _id(),
+    id_column(),
     _member_fk("sender_id", nullable=True),
     _member_fk("recipient_id", nullable=True),
     Column("body", Text, nullable=False),
@@ -149,7 +143,7 @@ messages = Table(
 devices = Table(
     "devices",
     metadata,
-    _id(),
+    id_column(),
     _member_fk(),
     Column("device_id", String(64), nullable=False),
     Column("user_agent", String(300)),
@@ -163,7 +157,7 @@ devices = Table(
 visit_logs = Table(
     "visit_logs",
     metadata,
-    _id(),
+    id_column(),
     _member_fk(nullable=True),  # NULL for visitors, who have no account (PLU-1)
     Column("cookie_id", String(64), nullable=False),
     Column("ip_address", String(45), nullable=False),
@@ -179,7 +173,7 @@ visit_logs = Table(
 linked_services = Table(
     "linked_services",
     metadata,
-    _id(),
+    id_column(),
     _member_fk(),
     Column("service", String(50), nullable=False),
     Column("external_account_id", String(100), nullable=False),
@@ -218,11 +212,6 @@ TABLES: tuple[Table, ...] = (
 )
 
 
-def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    for i in range(0, len(rows), BATCH):
-        yield rows[i : i + BATCH]
-
-
 def _ip(rng: random.Random) -> str:
     return f"198.51.{rng.randrange(256)}.{rng.randrange(1, 255)}"
 
@@ -234,36 +223,21 @@ def seed(conn: Connection, size: int, seed: int = 0) -> dict[str, int]:
 
 def _populate(conn: Connection, size: int, seed_value: int) -> dict[str, int]:
     rng = random.Random(seed_value)
-    counts = {t.name: 0 for t in TABLES}
-    for start in range(1, size + 1, CHUNK):
-        stop = min(start + CHUNK, size + 1)
-        rows = _chunk(rng, range(start, stop), counts)
-        for table in TABLES:  # parents before children, for engines that check FKs at once
-            for batch in _batches(rows[table.name]):
-                conn.execute(table.insert(), batch)
-            counts[table.name] += len(rows[table.name])
-    return counts
+    rows = PendingRows(t.name for t in TABLES)
+    for member_ids in subject_chunks(size, CHUNK):
+        _chunk(rng, member_ids, rows)
+        rows.flush(conn, TABLES, BATCH)  # parents before children, for engines that check FKs at once
+    return rows.written
 
 
-def _chunk(
-    rng: random.Random, member_ids: range, counts: dict[str, int]
-) -> dict[str, list[dict[str, Any]]]:
+def _chunk(rng: random.Random, member_ids: range, rows: PendingRows) -> None:
     """Rows for one chunk of members. Links go only to members and posts that exist by the
     time the chunk is inserted (earlier chunks and this one)."""
-    out: dict[str, list[dict[str, Any]]] = {t.name: [] for t in TABLES}
-    next_id = {name: counts[name] + 1 for name in counts}
-
-    def add(table: str, row: dict[str, Any]) -> int:
-        row_id = next_id[table]
-        next_id[table] += 1
-        out[table].append({"id": row_id, **row})
-        return row_id
-
     last_member = member_ids[-1]
     for n in member_ids:
         joined = BASE + timedelta(days=rng.randrange(0, 900), seconds=rng.randrange(86_400))
         first, last = rng.choice(FIRST), rng.choice(LAST)
-        add("members", {
+        rows.add("members", {
             "email": f"user{n}@example.com",
             "name": f"{first} {last}",
             "password_hash": f"$argon2id$v=19$m=65536,t=3,p=4${rng.getrandbits(64):016x}",
@@ -273,7 +247,7 @@ def _chunk(
             "closed_at": joined + timedelta(days=400) if rng.random() < 0.05 else None,
         })
         if rng.random() < 0.7:  # the profile is optional (PLU-2)
-            add("profiles", {
+            rows.add("profiles", {
                 "member_id": n,
                 "headline": f"{rng.choice(TOPICS).capitalize()} enthusiast",
                 "about": f"I write about {rng.choice(TOPICS)} and {rng.choice(TOPICS)}.",
@@ -290,7 +264,7 @@ def _chunk(
                 "updated_at": joined + timedelta(days=rng.randrange(30)),
             })
         for _ in range(rng.randrange(0, 6)):
-            add("posts", {
+            rows.add("posts", {
                 "member_id": n,
                 "body": f"Notes on {rng.choice(TOPICS)}: {rng.choice(WORDS)} {rng.choice(WORDS)}.",
                 "visibility": rng.choice(AUDIENCES),
@@ -299,7 +273,7 @@ def _chunk(
         for _ in range(rng.randrange(0, 4)):
             other = rng.randint(1, last_member)
             if other != n:
-                add("connections", {
+                rows.add("connections", {
                     "member_id": n,
                     "connected_member_id": other,
                     "status": rng.choice(["accepted", "accepted", "pending"]),
@@ -307,7 +281,7 @@ def _chunk(
                 })
         for _ in range(rng.randrange(0, 5)):
             person = rng.random() < 0.4
-            add("follows", {
+            rows.add("follows", {
                 "member_id": n,
                 "topic": None if person else rng.choice(TOPICS),
                 "followed_member_id": rng.randint(1, last_member) if person else None,
@@ -316,7 +290,7 @@ def _chunk(
         for _ in range(rng.randrange(0, 6)):
             sent = joined + timedelta(days=rng.randrange(1, 300), minutes=rng.randrange(1440))
             delivered = sent + timedelta(seconds=rng.randrange(1, 60))
-            add("messages", {
+            rows.add("messages", {
                 "sender_id": n,
                 "recipient_id": rng.randint(1, last_member),
                 "body": f"Did you see the {rng.choice(TOPICS)} thread?",
@@ -328,7 +302,7 @@ def _chunk(
         for d in range(rng.choice([1, 1, 2])):
             mobile = rng.random() < 0.5
             allowed = mobile and rng.random() < 0.5  # location only as the phone allows
-            add("devices", {
+            rows.add("devices", {
                 "member_id": n,
                 "device_id": f"dev-{n}-{d}-{rng.getrandbits(32):08x}",
                 "user_agent": rng.choice(AGENTS[2:] if mobile else AGENTS[:2]),
@@ -341,7 +315,7 @@ def _chunk(
                 "last_seen_at": joined + timedelta(days=rng.randrange(1, 400)),
             })
         if rng.random() < 0.3:
-            add("linked_services", {
+            rows.add("linked_services", {
                 "member_id": n,
                 "service": rng.choice(SERVICES),
                 "external_account_id": f"ext-{rng.getrandbits(48):012x}",
@@ -352,35 +326,34 @@ def _chunk(
         # Member visits, and about as many by visitors (no member_id, only a cookie).
         for v in range(rng.randrange(2, 9)):
             visitor = v % 2 == 1
-            add("visit_logs", _visit(rng, None if visitor else n, joined))
+            rows.add("visit_logs", _visit(rng, None if visitor else n, joined))
 
     # Engagement with posts from this chunk and earlier ones.
-    known_posts = next_id["posts"] - 1
+    known_posts = rows.last_id("posts")
     for n in member_ids:
         if known_posts == 0:
             break
         when = BASE + timedelta(days=rng.randrange(300, 1200))
         for _ in range(rng.randrange(0, 5)):
-            add("comments", {
+            rows.add("comments", {
                 "post_id": rng.randint(1, known_posts),
                 "member_id": n,
                 "body": rng.choice(["Great point.", "Thanks for sharing!", "I disagree."]),
                 "created_at": when + timedelta(minutes=rng.randrange(10_000)),
             })
         for _ in range(rng.randrange(0, 8)):
-            add("reactions", {
+            rows.add("reactions", {
                 "post_id": rng.randint(1, known_posts),
                 "member_id": n,
                 "kind": rng.choice(["like", "like", "share"]),
                 "created_at": when + timedelta(minutes=rng.randrange(10_000)),
             })
         for _ in range(rng.randrange(0, 12)):
-            add("post_reads", {
+            rows.add("post_reads", {
                 "member_id": n,
                 "post_id": rng.randint(1, known_posts),
                 "read_at": when + timedelta(minutes=rng.randrange(10_000)),
             })
-    return out
 
 
 def _visit(rng: random.Random, member: int | None, around: datetime) -> dict[str, Any]:
@@ -402,6 +375,4 @@ def _visit(rng: random.Random, member: int | None, around: datetime) -> dict[str
 
 def create(engine: Engine, size: int, seed: int = 0) -> dict[str, int]:
     """Create the schema and seed it, in one transaction."""
-    with engine.begin() as conn:
-        metadata.create_all(conn)
-        return _populate(conn, size, seed)
+    return create_seeded(engine, metadata, _populate, size, seed)

@@ -21,7 +21,6 @@ from sqlalchemy import (
     Date,
     DateTime,
     Engine,
-    ForeignKey,
     Integer,
     MetaData,
     Numeric,
@@ -30,17 +29,19 @@ from sqlalchemy import (
     Text,
 )
 
+from fiduciary.examples import PendingRows, create_seeded, foreign_key_column, id_column
+
 metadata = MetaData()
 
 
 def _account_fk(name: str = "account_id") -> Column[int]:
-    return Column(name, Integer, ForeignKey("accounts.id"), nullable=False, index=True)
+    return foreign_key_column(name, "accounts.id", Integer)
 
 
 accounts = Table(
     "accounts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     Column("auth_id", String(20), nullable=False, unique=True),
     Column("email", String(255), nullable=False, unique=True),
     Column("phone_number", String(20)),
@@ -62,7 +63,7 @@ accounts = Table(
 addresses = Table(
     "addresses",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("kind", String(16), nullable=False),
     Column("street", String(200)),
@@ -75,7 +76,7 @@ addresses = Table(
 payment_cards = Table(
     "payment_cards",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("cardholder_name", String(128)),
     Column("card_token", String(64)),
@@ -89,7 +90,7 @@ payment_cards = Table(
 invoices = Table(
     "invoices",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("number", String(32), nullable=False, unique=True),
     Column("issued_at", DateTime, nullable=False),
@@ -102,7 +103,7 @@ invoices = Table(
 call_logs = Table(
     "call_logs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("call_uuid", String(36), nullable=False),
     Column("direction", String(8), nullable=False),
@@ -116,7 +117,7 @@ call_logs = Table(
 message_logs = Table(
     "message_logs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("message_uuid", String(36), nullable=False),
     Column("direction", String(8), nullable=False),
@@ -130,7 +131,7 @@ message_logs = Table(
 notification_logs = Table(
     "notification_logs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("resource_uuid", String(36), nullable=False),
     Column("method", String(8), nullable=False),
@@ -144,7 +145,7 @@ notification_logs = Table(
 application_logs = Table(
     "application_logs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("level", String(8), nullable=False),
     Column("message", Text),
@@ -154,7 +155,7 @@ application_logs = Table(
 cached_media = Table(
     "cached_media",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("source_url", String(512)),
     Column("content_type", String(64)),
@@ -167,7 +168,7 @@ cached_media = Table(
 referrals = Table(
     "referrals",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk("referrer_id"),
     Column("friend_name", String(128)),
     Column("friend_email", String(255), index=True),
@@ -179,7 +180,7 @@ referrals = Table(
 contest_entries = Table(
     "contest_entries",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("contest", String(128), nullable=False),
     Column("entry", Text),
@@ -189,7 +190,7 @@ contest_entries = Table(
 forum_posts = Table(
     "forum_posts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    id_column(Integer),
     _account_fk(),
     Column("title", String(200)),
     Column("body", Text),
@@ -217,31 +218,6 @@ _CITIES = [("San Francisco", "CA", "941"), ("Austin", "TX", "787"), ("New York",
 _AREA = ["415", "512", "212", "206", "617", "303"]
 _CONTESTS = ["Hack Day 2012", "Best Voice App", "SMS Sweepstakes"]
 _VISIBILITY = ["self", "other_users", "public"]
-
-
-class _Sink:
-    """Per-table row buffers, each written with one executemany per BATCH rows."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.rows: dict[str, list[dict[str, Any]]] = {t: [] for t in metadata.tables}
-        self.counts: dict[str, int] = dict.fromkeys(metadata.tables, 0)
-
-    def add(self, table: str, row: dict[str, Any]) -> int:
-        """Buffer a row; returns the id it was given (ids are 1.. per table)."""
-        self.counts[table] += 1
-        row["id"] = self.counts[table]
-        self.rows[table].append(row)
-        return row["id"]  # type: ignore[no-any-return]
-
-    def flush(self, table: str | None = None, *, full_only: bool = False) -> None:
-        # Parents first, so that foreign keys hold when a database checks them at once.
-        for name in [table] if table else list(metadata.tables):
-            buf = self.rows[name]
-            if buf and (len(buf) >= BATCH or not full_only):
-                for start in range(0, len(buf), BATCH):
-                    self.conn.execute(metadata.tables[name].insert(), buf[start : start + BATCH])
-                buf.clear()
 
 
 def _uuid(rng: random.Random) -> str:
@@ -284,20 +260,20 @@ def _accounts(rng: random.Random, size: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def _related(sink: _Sink, rng: random.Random, aid: int, acc: dict[str, Any]) -> None:
+def _related(rows: PendingRows, rng: random.Random, aid: int, acc: dict[str, Any]) -> None:
     """The rows that hang off one account, in proportion to its activity."""
     created: datetime = acc["created_at"]
     name = f"{acc['first_name']} {acc['last_name']}"
     city, state, zip3 = rng.choice(_CITIES)
     kinds = ["billing", "home"] if rng.random() < 0.3 else ["billing"]
     for kind in kinds:
-        sink.add("addresses", {
+        rows.add("addresses", {
             "account_id": aid, "kind": kind,
             "street": f"{rng.randrange(1, 999)} Market Street", "city": city, "state": state,
             "postal_code": f"{zip3}{rng.randrange(100):02d}", "country": "US",
         })
     if rng.random() < 0.7:  # enrolled: a card and past transactions
-        sink.add("payment_cards", {
+        rows.add("payment_cards", {
             "account_id": aid, "cardholder_name": name,
             "card_token": f"tok_{rng.getrandbits(96):024x}",
             "brand": rng.choice(["visa", "mastercard", "amex"]),
@@ -306,8 +282,8 @@ def _related(sink: _Sink, rng: random.Random, aid: int, acc: dict[str, Any]) -> 
             "added_at": created + timedelta(hours=1),
         })
         for k in range(3):
-            iid = sink.counts["invoices"] + 1
-            sink.add("invoices", {
+            iid = rows.last_id("invoices") + 1
+            rows.add("invoices", {
                 "account_id": aid, "number": f"INV-{iid:08d}",
                 "issued_at": created + timedelta(days=30 * (k + 1)),
                 "description": rng.choice(["Account recharge", "Phone number rental", "Usage"]),
@@ -321,7 +297,7 @@ def _related(sink: _Sink, rng: random.Random, aid: int, acc: dict[str, Any]) -> 
         other = _phone(rng)
         duration = rng.randrange(0, 1800)
         started = created + timedelta(minutes=rng.randrange(1, 40_000))
-        sink.add("call_logs", {
+        rows.add("call_logs", {
             "account_id": aid, "call_uuid": uuid,
             "direction": "outbound" if outbound else "inbound",
             "from_number": own if outbound else other, "to_number": other if outbound else own,
@@ -329,7 +305,7 @@ def _related(sink: _Sink, rng: random.Random, aid: int, acc: dict[str, Any]) -> 
             "charge": Decimal(duration * 12) / 100_000,
         })
         if rng.random() < 0.5:
-            sink.add("notification_logs", {
+            rows.add("notification_logs", {
                 "account_id": aid, "resource_uuid": uuid, "method": "POST",
                 "url": f"https://app{aid}.example.com/answer",
                 "request_body": f"CallUUID={uuid}&From={own}&CallStatus=ringing",
@@ -338,14 +314,14 @@ def _related(sink: _Sink, rng: random.Random, aid: int, acc: dict[str, Any]) -> 
             })
             # PLV-4: a copy of served content only where the customer's server allows it.
             if acc["cache_allowed"]:
-                sink.add("cached_media", {
+                rows.add("cached_media", {
                     "account_id": aid, "source_url": f"https://app{aid}.example.com/hello.mp3",
                     "content_type": "audio/mpeg", "storage_key": f"cache/{aid}/{uuid}",
                     "sha256": f"{rng.getrandbits(256):064x}",
                     "size_bytes": rng.randrange(1_000, 2_000_000), "cached_at": started,
                 })
             if acc["application_logging"]:
-                sink.add("application_logs", {
+                rows.add("application_logs", {
                     "account_id": aid, "level": "INFO",
                     "message": f"answer_url responded in {rng.randrange(5, 900)} ms",
                     "logged_at": started,
@@ -353,7 +329,7 @@ def _related(sink: _Sink, rng: random.Random, aid: int, acc: dict[str, Any]) -> 
     for _ in range(3):
         outbound = rng.random() < 0.7
         other = _phone(rng)
-        sink.add("message_logs", {
+        rows.add("message_logs", {
             "account_id": aid, "message_uuid": _uuid(rng),
             "direction": "outbound" if outbound else "inbound",
             "from_number": own if outbound else other, "to_number": other if outbound else own,
@@ -362,23 +338,23 @@ def _related(sink: _Sink, rng: random.Random, aid: int, acc: dict[str, Any]) -> 
             "units": 1,
         })
     if rng.random() < 0.2:
-        rid = sink.counts["referrals"] + 1
+        rid = rows.last_id("referrals") + 1
         sent = rng.random() < 0.8
         at = created + timedelta(days=rng.randrange(1, 20))
-        sink.add("referrals", {
+        rows.add("referrals", {
             "referrer_id": aid, "friend_name": f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
             "friend_email": f"friend{rid}@example.com",
             "status": "sent" if sent else "pending", "created_at": at,
             "invited_at": at + timedelta(minutes=5) if sent else None,
         })
     if rng.random() < 0.1:
-        sink.add("contest_entries", {
+        rows.add("contest_entries", {
             "account_id": aid, "contest": rng.choice(_CONTESTS),
             "entry": f"My app: {rng.choice(['IVR', 'voicemail', 'SMS alerts'])} for {city}",
             "entered_at": created + timedelta(days=rng.randrange(1, 60)),
         })
     if rng.random() < 0.25:
-        sink.add("forum_posts", {
+        rows.add("forum_posts", {
             "account_id": aid, "title": "Question about the Speak XML element",
             "body": "How do I change the voice of <Speak>?",
             "location": city if rng.random() < 0.5 else None,
@@ -395,24 +371,24 @@ def _generate(conn: Connection, size: int, seed_value: int) -> dict[str, int]:
     if size < 0:
         raise ValueError("size must be >= 0")
     rng = random.Random(seed_value)
-    sink = _Sink(conn)
+    rows = PendingRows(metadata.tables)
+    tables = list(metadata.tables.values())  # accounts first, so foreign keys hold at once
     pending = 0
     for acc in _accounts(rng, size):
-        aid = sink.add("accounts", acc)
-        _related(sink, rng, aid, acc)
+        aid = rows.add("accounts", acc)
+        _related(rows, rng, aid, acc)
         pending += 1
         if pending >= _CHUNK:
-            # Accounts go in before their children; full child buffers go in after.
-            sink.flush("accounts")
-            sink.flush(full_only=True)
+            # Accounts go in before their children; full child buffers go in after. Every
+            # table's buffer is written once it holds a whole BATCH, so memory stays bounded.
+            rows.flush(conn, [accounts], BATCH)
+            rows.flush(conn, tables, BATCH, full_only=True)
             pending = 0
-    sink.flush("accounts")
-    sink.flush()
-    return dict(sink.counts)
+    rows.flush(conn, [accounts], BATCH)
+    rows.flush(conn, tables, BATCH)
+    return rows.written
 
 
 def create(engine: Engine, size: int, seed: int = 0) -> dict[str, int]:
     """Create the schema and seed it, in one transaction."""
-    with engine.begin() as conn:
-        metadata.create_all(conn)
-        return _generate(conn, size, seed)
+    return create_seeded(engine, metadata, _generate, size, seed)
