@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from fiduciary.store import tables, upgrade
+from fiduciary.store import make_engine, tables, upgrade
 from fiduciary.store.migrate import downgrade
 from tests.conftest import Stores
 
@@ -29,9 +32,20 @@ def test_key_store_is_apart_from_the_data(stores: Stores) -> None:
     assert not ({"subjects", "attributes"} & key_tables)
 
 
-def test_upgrade_is_idempotent_and_downgrade_works(stores: Stores) -> None:
-    upgrade(stores.data, "data")
-    downgrade(stores.data, "data")
-    assert "subjects" not in inspect(stores.data).get_table_names()
-    upgrade(stores.data, "data")
-    assert "subjects" in inspect(stores.data).get_table_names()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+def test_upgrade_is_idempotent_and_downgrade_works(fresh_url: str) -> None:
+    engine = make_engine(fresh_url)
+    upgrade(engine, "data")
+    upgrade(engine, "data")
+    downgrade(engine, "data")
+    assert "subjects" not in inspect(engine).get_table_names()
+    upgrade(engine, "data")
+    assert "subjects" in inspect(engine).get_table_names()
+    engine.dispose()
