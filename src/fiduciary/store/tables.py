@@ -130,6 +130,7 @@ audit_log = Table(
     Column("detail", Text, nullable=True),  # JSON, no personal data
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Index(None, "subject", "seq"),  # a person's entries, for queries and access reports
 )
 
 # The chain's head, one row: appenders lock it (SELECT ... FOR UPDATE on PostgreSQL; SQLite

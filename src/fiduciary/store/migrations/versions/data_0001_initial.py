@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_log")),
     )
+    op.create_index(op.f("ix_audit_log_subject_seq"), "audit_log", ["subject", "seq"], unique=False)
     op.create_table(
         "consent_events",
         sa.Column(
@@ -161,6 +162,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_consent_events_subject_id_id"))
 
     op.drop_table("consent_events")
+    op.drop_index(op.f("ix_audit_log_subject_seq"), table_name="audit_log")
     op.drop_table("audit_log")
     op.drop_table("audit_head")
     op.drop_table("audit_checkpoints")
