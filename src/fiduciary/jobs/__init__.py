@@ -1,0 +1,110 @@
+"""Jobs: a plan persisted as idempotent steps, run inline or on Celery workers.
+
+    job_id = create_job(data, keys, keyring, "erase", [StepSpec("mask", "app.users", {...})])
+    executor.submit(job_id)          # InlineExecutor or CeleryExecutor
+    job_status(data, job_id).progress  # (done, total)
+
+Handlers are registered per step kind (``register_step``) and must be idempotent: see
+``fiduciary.jobs.model`` for the contract and ``fiduciary.jobs.runner`` for the lease
+protocol that makes a killed worker's step someone else's.
+"""
+
+from fiduciary.jobs import resources
+from fiduciary.jobs.executors import (
+    DEFAULT_QUEUE,
+    TASK_RECOVER,
+    TASK_RUN,
+    CeleryExecutor,
+    Executor,
+    InlineExecutor,
+    executor_from_settings,
+    make_celery_app,
+    start_worker,
+)
+from fiduciary.jobs.model import (
+    CANCELLED,
+    DATA,
+    DONE,
+    FAILED,
+    KEYRING,
+    KEYS,
+    PENDING,
+    RUNNING,
+    JobEnd,
+    JobError,
+    JobNotFound,
+    JobStatus,
+    LeaseLost,
+    PermanentStepError,
+    PlanError,
+    StepContext,
+    StepSpec,
+    StepState,
+    UnknownStep,
+    register_job_end,
+    register_step,
+    registered_steps,
+    step,
+    unregister_job_end,
+)
+from fiduciary.jobs.runner import (
+    Lease,
+    cancel,
+    complete_step,
+    create_job,
+    default_worker_id,
+    job_status,
+    lease_step,
+    progress,
+    recover,
+    run_job,
+    wait_for,
+)
+
+__all__ = [
+    "CANCELLED",
+    "DATA",
+    "DEFAULT_QUEUE",
+    "DONE",
+    "FAILED",
+    "KEYRING",
+    "KEYS",
+    "PENDING",
+    "RUNNING",
+    "TASK_RECOVER",
+    "TASK_RUN",
+    "CeleryExecutor",
+    "Executor",
+    "InlineExecutor",
+    "JobEnd",
+    "JobError",
+    "JobNotFound",
+    "JobStatus",
+    "Lease",
+    "LeaseLost",
+    "PermanentStepError",
+    "PlanError",
+    "StepContext",
+    "StepSpec",
+    "StepState",
+    "UnknownStep",
+    "cancel",
+    "complete_step",
+    "create_job",
+    "default_worker_id",
+    "executor_from_settings",
+    "job_status",
+    "lease_step",
+    "make_celery_app",
+    "progress",
+    "recover",
+    "register_job_end",
+    "register_step",
+    "registered_steps",
+    "resources",
+    "run_job",
+    "start_worker",
+    "step",
+    "unregister_job_end",
+    "wait_for",
+]

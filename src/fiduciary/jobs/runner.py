@@ -1,0 +1,883 @@
+"""Running jobs: create a plan, lease its steps one by one, store encrypted results.
+
+How a worker runs a job (``run_job``):
+
+1. lease the first step not done, in ``seq`` order: a pending step whose retry time has
+   come, or a running step whose lease expired (its worker died). The lease is one guarded
+   UPDATE (``WHERE status = <seen> AND attempts = <seen>``), so two workers never both win
+   it, on PostgreSQL (row lock, re-checked WHERE) as on SQLite (BEGIN IMMEDIATE);
+2. run the step's handler while a heartbeat thread extends the lease every third of its
+   length;
+3. store the result (AES-GCM under the job key) and ``done`` in one UPDATE guarded by the
+   lease (``leased_by`` and ``attempts``): a worker whose lease expired and was taken over
+   changes nothing — its late result is discarded;
+4. a handler that raises is retried with exponential backoff up to ``max_attempts`` runs
+   (a worker lost mid-step counts as a run), then the step and the job fail with the
+   error's first line (SQL parameter dumps and DETAIL lines, which can hold personal data,
+   are never stored);
+5. when no step is left: job-end hooks, the job key is destroyed, the job marked final and
+   the result blobs cleared. Each of these is idempotent, so a worker dying between them
+   is followed by another that finishes the end.
+
+Steps may therefore run twice; see the idempotency contract in ``fiduciary.jobs.model``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, or_, select, update
+
+from fiduciary.jobs.model import (
+    CANCELLED,
+    DATA,
+    DONE,
+    FAILED,
+    FINAL,
+    KEYRING,
+    KEYS,
+    PENDING,
+    RUNNING,
+    JobEnd,
+    JobError,
+    JobNotFound,
+    JobStatus,
+    LeaseLost,
+    PermanentStepError,
+    PlanError,
+    StepContext,
+    StepSpec,
+    StepState,
+    UnknownStep,
+    end_hooks,
+    handler_for,
+    registered_steps,
+)
+from fiduciary.store.tables import job_steps, jobs, request_keys
+from fiduciary.vault.crypto import KEY_SIZE, decode_value, encode_value, new_data_key, seal, unseal
+from fiduciary.vault.keyring import Keyring
+
+log = logging.getLogger("fiduciary.jobs")
+
+PLAN_FORMAT = 1
+ERROR_LIMIT = 500
+
+# Purpose tags: a job's ciphertexts can never be mistaken for a subject's or a request's,
+# and each is bound to its job (and step), so a blob copied elsewhere fails to decrypt.
+_JOB_KEY = b"fiduciary/job-key\x00"
+_RESULT = b"fiduciary/job-result\x00"
+_INPUTS = b"fiduciary/job-inputs\x00"
+
+
+# --------------------------------------------------------------------------- time
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    if at is None:
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _stored(engine: Engine | Connection, at: datetime) -> datetime:
+    # SQLite keeps times as naive UTC text: compare like with like there.
+    utc = at.astimezone(UTC)
+    return utc.replace(tzinfo=None) if engine.dialect.name == "sqlite" else utc
+
+
+# --------------------------------------------------------------------------- the job key
+
+
+class JobCipher:
+    """Seals and opens one job's step results and inputs under its data key."""
+
+    __slots__ = ("_aead", "job_id")
+
+    def __init__(self, job_id: str, key: bytes) -> None:
+        self.job_id = job_id
+        self._aead = AESGCM(key)
+
+    def seal_result(self, seq: int, value: Mapping[str, Any]) -> bytes:
+        plain = encode_value(dict(value), f"job {self.job_id} step {seq} result")
+        return seal(self._aead, plain, _RESULT + f"{self.job_id}\x00{seq}".encode())
+
+    def open_result(self, seq: int, blob: bytes) -> Mapping[str, Any]:
+        aad = _RESULT + f"{self.job_id}\x00{seq}".encode()
+        value = decode_value(unseal(self._aead, blob, aad, f"job {self.job_id} step {seq} result"))
+        assert isinstance(value, dict)
+        return value
+
+    def seal_inputs(self, value: Mapping[str, Any]) -> bytes:
+        plain = encode_value(dict(value), f"job {self.job_id} inputs")
+        return seal(self._aead, plain, _INPUTS + self.job_id.encode())
+
+    def open_inputs(self, blob: bytes) -> Mapping[str, Any]:
+        value = decode_value(unseal(self._aead, blob, _INPUTS + self.job_id.encode(), "job inputs"))
+        assert isinstance(value, dict)
+        return value
+
+
+def _key_aad(job_id: str, kek_id: str) -> bytes:
+    return _JOB_KEY + f"{job_id}\x00{kek_id}".encode()
+
+
+def _store_key(keys: Engine, keyring: Keyring, job_id: str) -> JobCipher:
+    key = new_data_key()
+    kek_id, kek = keyring.kek
+    wrapped = seal(AESGCM(kek), key, _key_aad(job_id, kek_id))
+    with keys.begin() as conn:
+        conn.execute(
+            insert(request_keys).values(owner_id=job_id, kek_id=kek_id, wrapped=wrapped, created_at=_now())
+        )
+    return JobCipher(job_id, key)
+
+
+def load_cipher(keys: Engine, keyring: Keyring, job_id: str) -> JobCipher | None:
+    """The job's cipher; None once the key was destroyed (the job ended)."""
+    with keys.connect() as conn:
+        row = conn.execute(
+            select(request_keys.c.kek_id, request_keys.c.wrapped).where(request_keys.c.owner_id == job_id)
+        ).first()
+    if row is None:
+        return None
+    aead = AESGCM(keyring.kek_by_id(row.kek_id))
+    key = unseal(aead, row.wrapped, _key_aad(job_id, row.kek_id), f"data key of job {job_id}")
+    if len(key) != KEY_SIZE:
+        raise JobError(f"data key of job {job_id}: {len(key)} bytes, {KEY_SIZE} expected")
+    return JobCipher(job_id, key)
+
+
+def destroy_key(keys: Engine, job_id: str) -> None:
+    """Crypto-shred the job's results and inputs (idempotent)."""
+    with keys.begin() as conn:
+        conn.execute(delete(request_keys).where(request_keys.c.owner_id == job_id))
+
+
+# --------------------------------------------------------------------------- creating
+
+
+def _check_json(value: object, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PlanError(f"{what}: not JSON-serialisable ({exc})") from None
+
+
+def create_job(
+    data: Engine,
+    keys: Engine,
+    keyring: Keyring,
+    kind: str,
+    steps: Sequence[StepSpec],
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    job_id: str | None = None,
+    require_handlers: bool = True,
+) -> str:
+    """Persist a plan and return the job id. Nothing runs yet: hand the id to an executor.
+
+    ``inputs`` (personal data a plan needs, e.g. identity values to look up) is encrypted
+    under the job key and reaches every handler as ``ctx.inputs``. Bad input raises
+    PlanError naming the step and stores nothing."""
+    if not isinstance(kind, str) or not 0 < len(kind) <= 24:
+        raise PlanError(f"job kind {kind!r}: 1 to 24 characters expected")
+    if not steps:
+        raise PlanError(f"job {kind!r}: a plan needs at least one step")
+    known = registered_steps()
+    plan_steps: list[dict[str, Any]] = []
+    for seq, spec in enumerate(steps):
+        where = f"job {kind!r} step {seq}"
+        if not isinstance(spec, StepSpec):
+            raise PlanError(f"{where}: a StepSpec expected, got {type(spec).__name__}")
+        if not isinstance(spec.kind, str) or not 0 < len(spec.kind) <= 24:
+            raise PlanError(f"{where}: step kind {spec.kind!r}: 1 to 24 characters expected")
+        if require_handlers and spec.kind not in known:
+            raise PlanError(
+                f"{where}: no handler registered for step kind {spec.kind!r} "
+                f"(registered: {', '.join(sorted(known)) or 'none'})"
+            )
+        if spec.target is not None and (not isinstance(spec.target, str) or len(spec.target) > 256):
+            raise PlanError(f"{where}: target must be a string of at most 256 characters")
+        if not isinstance(spec.params, Mapping):
+            raise PlanError(f"{where}: params must be a mapping, got {type(spec.params).__name__}")
+        _check_json(dict(spec.params), f"{where} params")
+        plan_steps.append({"kind": spec.kind, "target": spec.target, "params": dict(spec.params)})
+    if inputs is not None:
+        if not isinstance(inputs, Mapping):
+            raise PlanError(f"job {kind!r}: inputs must be a mapping, got {type(inputs).__name__}")
+        _check_json(dict(inputs), f"job {kind!r} inputs")
+
+    jid = job_id or secrets.token_hex(16)
+    # The key first: a job row whose key is missing could never run, while a key whose job
+    # insert failed is only an orphan random key (removed below on the way out).
+    cipher = _store_key(keys, keyring, jid)
+    plan: dict[str, Any] = {"format": PLAN_FORMAT, "steps": plan_steps}
+    if inputs is not None:
+        plan["inputs"] = base64.b64encode(cipher.seal_inputs(inputs)).decode()
+    now = _now()
+    try:
+        with data.begin() as conn:
+            conn.execute(
+                insert(jobs).values(id=jid, kind=kind, status=PENDING, created_at=now, plan=json.dumps(plan))
+            )
+            conn.execute(
+                insert(job_steps),
+                [
+                    {"job_id": jid, "seq": seq, "kind": s["kind"], "target": s["target"], "status": PENDING}
+                    for seq, s in enumerate(plan_steps)
+                ],
+            )
+    except BaseException:
+        destroy_key(keys, jid)
+        raise
+    return jid
+
+
+@dataclass(frozen=True)
+class _Plan:
+    kind: str
+    status: str
+    steps: tuple[StepSpec, ...]
+    inputs: bytes | None
+
+
+def _load_plan(data: Engine, job_id: str) -> _Plan:
+    with data.connect() as conn:
+        row = conn.execute(select(jobs.c.kind, jobs.c.status, jobs.c.plan).where(jobs.c.id == job_id)).first()
+    if row is None:
+        raise JobNotFound(job_id)
+    plan = json.loads(row.plan)
+    if plan.get("format") != PLAN_FORMAT:
+        raise JobError(f"job {job_id}: plan format {plan.get('format')!r} is not {PLAN_FORMAT}")
+    specs = tuple(StepSpec(s["kind"], s["target"], s["params"]) for s in plan["steps"])
+    sealed = plan.get("inputs")
+    return _Plan(row.kind, row.status, specs, base64.b64decode(sealed) if sealed else None)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _step_state(r: Any) -> StepState:
+    return StepState(
+        seq=r.seq,
+        kind=r.kind,
+        target=r.target,
+        status=r.status,
+        attempts=r.attempts,
+        leased_by=r.leased_by,
+        leased_until=_utc(r.leased_until),
+        error=r.error,
+        finished_at=_utc(r.finished_at),
+    )
+
+
+def job_status(data: Engine, job_id: str) -> JobStatus:
+    """The job and each of its steps (two SELECTs)."""
+    with data.connect() as conn:
+        job = conn.execute(
+            select(jobs.c.id, jobs.c.kind, jobs.c.status, jobs.c.created_at, jobs.c.finished_at).where(
+                jobs.c.id == job_id
+            )
+        ).first()
+        if job is None:
+            raise JobNotFound(job_id)
+        rows = conn.execute(
+            select(
+                job_steps.c.seq,
+                job_steps.c.kind,
+                job_steps.c.target,
+                job_steps.c.status,
+                job_steps.c.attempts,
+                job_steps.c.leased_by,
+                job_steps.c.leased_until,
+                job_steps.c.error,
+                job_steps.c.finished_at,
+            )
+            .where(job_steps.c.job_id == job_id)
+            .order_by(job_steps.c.seq)
+        ).all()
+    created = _utc(job.created_at)
+    assert created is not None
+    return JobStatus(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        created_at=created,
+        finished_at=_utc(job.finished_at),
+        steps=tuple(_step_state(r) for r in rows),
+    )
+
+
+def progress(data: Engine, job_id: str) -> tuple[int, int]:
+    """(steps done, steps in total): one aggregate SELECT, cheap enough to poll."""
+    with data.connect() as conn:
+        row = conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((job_steps.c.status == DONE, 1), else_=0)), 0),
+            ).where(job_steps.c.job_id == job_id)
+        ).one()
+    total, done = int(row[0]), int(row[1])
+    if total == 0:
+        raise JobNotFound(job_id)
+    return done, total
+
+
+def wait_for(
+    data: Engine,
+    job_id: str,
+    *,
+    timeout: float | None = None,
+    poll: float = 0.2,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> JobStatus:
+    """Poll until the job ends (or ``timeout`` seconds pass: TimeoutError). For the CLI,
+    with ``on_progress(done, total)`` called whenever the count changes."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen: tuple[int, int] | None = None
+    while True:
+        st = job_status(data, job_id)
+        if on_progress is not None and st.progress != seen:
+            seen = st.progress
+            on_progress(*seen)
+        if st.finished:
+            return st
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job_id} not finished after {timeout} s ({st.done}/{st.total} steps)")
+        time.sleep(poll)
+
+
+def cancel(data: Engine, keys: Engine, job_id: str) -> JobStatus:
+    """Stop a job: steps not done become cancelled (a worker running one loses its lease:
+    its result is discarded), results are cleared and the job key destroyed. A job that has
+    already ended is left as it is."""
+    with data.begin() as conn:
+        found = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).first()
+        if found is None:
+            raise JobNotFound(job_id)
+        cancelled = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_((PENDING, RUNNING)))
+            .values(status=CANCELLED, finished_at=_now())
+        ).rowcount
+        if cancelled:
+            conn.execute(
+                update(job_steps)
+                .where(job_steps.c.job_id == job_id, job_steps.c.status.in_((PENDING, RUNNING)))
+                .values(status=CANCELLED, leased_by=None, leased_until=None)
+            )
+            conn.execute(update(job_steps).where(job_steps.c.job_id == job_id).values(result=None))
+    if cancelled:
+        # After the commit: were this to die in between, recover() sweeps the key.
+        destroy_key(keys, job_id)
+    return job_status(data, job_id)
+
+
+# --------------------------------------------------------------------------- leases
+
+
+@dataclass
+class Lease:
+    """A worker's claim on one step: valid while ``leased_by``/``attempts`` in the row
+    still match and the row is running."""
+
+    job_id: str
+    seq: int
+    kind: str
+    target: str | None
+    worker_id: str
+    attempt: int
+    until: datetime
+
+
+@dataclass(frozen=True)
+class _Blocked:
+    until: datetime
+    holder: str | None  # a live lease of another worker; None: waiting for a retry time
+
+
+@dataclass(frozen=True)
+class _Ended:
+    status: str  # done|failed: all steps settled, the end may still be due; or final already
+    final: bool  # the job row already says so
+
+
+def lease_step(
+    data: Engine, job_id: str, worker_id: str, lease_seconds: float = 30, *, max_attempts: int = 3
+) -> Lease | _Blocked | _Ended:
+    """Claim the next runnable step of the job, or say why there is none."""
+    if len(worker_id) > 64:
+        raise ValueError(f"worker id {worker_id!r}: at most 64 characters")
+    s = job_steps.c
+    while True:
+        now = _now()
+        with data.begin() as conn:
+            job = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).first()
+            if job is None:
+                raise JobNotFound(job_id)
+            if job.status in FINAL:
+                return _Ended(job.status, True)
+            row = conn.execute(
+                select(s.seq, s.kind, s.target, s.status, s.attempts, s.leased_by, s.leased_until)
+                .where(s.job_id == job_id, s.status != DONE)
+                .order_by(s.seq)
+                .limit(1)
+            ).first()
+            if row is None:
+                return _Ended(DONE, False)
+            if row.status in (FAILED, CANCELLED):
+                return _Ended(FAILED if row.status == FAILED else CANCELLED, False)
+            until = _utc(row.leased_until)
+            if until is not None and until > now:
+                # Running: another worker's live lease. Pending: the retry time to wait for.
+                return _Blocked(until, row.leased_by if row.status == RUNNING else None)
+            if row.status == RUNNING and row.attempts >= max_attempts:
+                conn.execute(
+                    update(job_steps)
+                    .where(
+                        s.job_id == job_id, s.seq == row.seq, s.status == RUNNING, s.attempts == row.attempts
+                    )
+                    .values(
+                        status=FAILED,
+                        leased_by=None,
+                        leased_until=None,
+                        finished_at=now,
+                        error=f"no worker finished the step in {row.attempts} attempts "
+                        f"(the last one, {row.leased_by}, lost its lease)",
+                    )
+                )
+                continue
+            if job.status == PENDING:
+                # The job row before the step row, as everywhere else (cancel, the end):
+                # one lock order, no deadlock on PostgreSQL.
+                conn.execute(
+                    update(jobs).where(jobs.c.id == job_id, jobs.c.status == PENDING).values(status=RUNNING)
+                )
+            lease_end = now + timedelta(seconds=lease_seconds)
+            claimed = conn.execute(
+                update(job_steps)
+                .where(
+                    s.job_id == job_id, s.seq == row.seq, s.status == row.status, s.attempts == row.attempts
+                )
+                .values(
+                    status=RUNNING,
+                    leased_by=worker_id,
+                    leased_until=_stored(conn, lease_end),
+                    attempts=row.attempts + 1,
+                )
+            ).rowcount
+            if claimed != 1:
+                continue  # another worker got there first: look again
+            if row.status == RUNNING:
+                log.warning(
+                    "job %s step %d: lease of %s expired, taken over by %s (attempt %d)",
+                    job_id,
+                    row.seq,
+                    row.leased_by,
+                    worker_id,
+                    row.attempts + 1,
+                )
+            return Lease(job_id, row.seq, row.kind, row.target, worker_id, row.attempts + 1, lease_end)
+
+
+def _held(lease: Lease) -> Any:
+    s = job_steps.c
+    return and_(
+        s.job_id == lease.job_id,
+        s.seq == lease.seq,
+        s.status == RUNNING,
+        s.leased_by == lease.worker_id,
+        s.attempts == lease.attempt,
+    )
+
+
+def renew_lease(data: Engine, lease: Lease, lease_seconds: float = 30) -> bool:
+    """Extend the lease; False when it was lost (taken over, or the job cancelled)."""
+    until = _now() + timedelta(seconds=lease_seconds)
+    with data.begin() as conn:
+        ok = conn.execute(
+            update(job_steps).where(_held(lease)).values(leased_until=_stored(conn, until))
+        ).rowcount
+    if ok:
+        lease.until = until
+    return bool(ok)
+
+
+def complete_step(data: Engine, cipher: JobCipher, lease: Lease, result: Mapping[str, Any] | None) -> bool:
+    """Store the result and mark the step done, if the lease still holds: one guarded
+    UPDATE. False (nothing changed) when another worker took the step over."""
+    blob = None if result is None else cipher.seal_result(lease.seq, result)
+    with data.begin() as conn:
+        ok = conn.execute(
+            update(job_steps)
+            .where(_held(lease))
+            .values(
+                status=DONE, result=blob, error=None, leased_by=None, leased_until=None, finished_at=_now()
+            )
+        ).rowcount
+    return bool(ok)
+
+
+def error_text(exc: BaseException) -> str:
+    """What is stored of an error: its type and the first line of its message. SQLAlchemy
+    appends the SQL and its parameters, and PostgreSQL a DETAIL line with key values, on
+    later lines: personal data stays out of the job record."""
+    orig = getattr(exc, "orig", None)  # a DBAPI error wrapped by SQLAlchemy
+    inner = orig if isinstance(orig, BaseException) else exc
+    first = (str(inner).strip().splitlines() or [""])[0]
+    text = f"{type(inner).__name__}: {first}" if first else type(inner).__name__
+    return text[:ERROR_LIMIT]
+
+
+def fail_step(
+    data: Engine,
+    lease: Lease,
+    error: str,
+    *,
+    retry: bool,
+    max_attempts: int = 3,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+) -> str:
+    """Record a failed run: back to pending after a backoff while attempts remain
+    (returns "retry"), else failed ("failed"); "lost" if the lease was already lost."""
+    now = _now()
+    with data.begin() as conn:
+        if retry and lease.attempt < max_attempts:
+            delay = min(backoff * 2 ** (lease.attempt - 1), max_backoff)
+            ok = conn.execute(
+                update(job_steps)
+                .where(_held(lease))
+                .values(
+                    status=PENDING,
+                    leased_by=None,
+                    # For a pending step, leased_until is the time before which it must not
+                    # run again: any worker may retry it from then on.
+                    leased_until=_stored(conn, now + timedelta(seconds=delay)),
+                    error=error,
+                )
+            ).rowcount
+            return "retry" if ok else "lost"
+        ok = conn.execute(
+            update(job_steps)
+            .where(_held(lease))
+            .values(status=FAILED, leased_by=None, leased_until=None, error=error, finished_at=now)
+        ).rowcount
+        return "failed" if ok else "lost"
+
+
+# --------------------------------------------------------------------------- the end
+
+
+def finish_job(data: Engine, keys: Engine, job_id: str, status: str, resources: Mapping[str, object]) -> None:
+    """End a job whose steps are settled: hooks, destroy the key, mark it final, clear
+    results. Idempotent, in this order so that a crash anywhere is finished by a re-run."""
+    st = job_status(data, job_id)
+    if st.finished:
+        destroy_key(keys, job_id)
+        return
+    for hook in end_hooks(st.kind):
+        hook(JobEnd(job_id, st.kind, status, st.error, resources))
+    destroy_key(keys, job_id)
+    with data.begin() as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_((PENDING, RUNNING)))
+            .values(status=status, finished_at=_now())
+        )
+        conn.execute(update(job_steps).where(job_steps.c.job_id == job_id).values(result=None))
+    log.info("job %s (%s) %s", job_id, st.kind, status)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def default_worker_id(prefix: str = "w") -> str:
+    """host:pid:thread:random, unique per run_job caller; at most 64 characters."""
+    host = socket.gethostname()[:24]
+    return f"{prefix}@{host}:{os.getpid()}:{threading.get_ident() % 100000}:{secrets.token_hex(3)}"[:64]
+
+
+@contextmanager
+def _heartbeat(data: Engine, lease: Lease, lease_seconds: float, lost: threading.Event) -> Iterator[None]:
+    stop = threading.Event()
+    interval = max(lease_seconds / 3, 0.05)
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                if not renew_lease(data, lease, lease_seconds):
+                    lost.set()
+                    return
+            except Exception:  # the store briefly unreachable: the next beat tries again
+                log.warning("job %s step %d: lease renewal failed", lease.job_id, lease.seq, exc_info=True)
+
+    t = threading.Thread(target=beat, name=f"lease-{lease.job_id[:8]}-{lease.seq}", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
+def _engines(resources: Mapping[str, object]) -> tuple[Engine, Engine, Keyring]:
+    data, keys, keyring = resources.get(DATA), resources.get(KEYS), resources.get(KEYRING)
+    if not isinstance(data, Engine) or not isinstance(keys, Engine) or not isinstance(keyring, Keyring):
+        raise TypeError(
+            f"run_job resources need {DATA!r} and {KEYS!r} (SQLAlchemy engines) and {KEYRING!r} "
+            f"(a Keyring); got {sorted(resources)}"
+        )
+    return data, keys, keyring
+
+
+def _load_results(data: Engine, cipher: JobCipher, job_id: str, after: int, before: int) -> dict[int, Any]:
+    s = job_steps.c
+    with data.connect() as conn:
+        rows = conn.execute(
+            select(s.seq, s.result)
+            .where(s.job_id == job_id, s.seq > after, s.seq < before, s.status == DONE)
+            .order_by(s.seq)
+        ).all()
+    return {r.seq: None if r.result is None else cipher.open_result(r.seq, r.result) for r in rows}
+
+
+def run_job(
+    job_id: str,
+    worker_id: str,
+    resources: Mapping[str, object],
+    lease_seconds: float = 30,
+    *,
+    max_attempts: int = 3,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    wait_for_lease: float | None = None,
+    heartbeat: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> JobStatus:
+    """Run the job's remaining steps in this thread until it ends, and return its status.
+
+    ``resources`` must hold ``data`` and ``keys`` (engines) and ``keyring``; all of it is
+    handed to the handlers. When another worker holds a live lease on the next step, this
+    waits up to ``wait_for_lease`` seconds (default: 1.5 leases) for it to end — a dead
+    worker's lease expires and is taken over — then returns the status as it is: a live
+    worker is still on the job."""
+    data, keys, keyring = _engines(resources)
+    if max_attempts < 1 or lease_seconds <= 0:
+        raise ValueError("max_attempts >= 1 and lease_seconds > 0 expected")
+    patience = 1.5 * lease_seconds if wait_for_lease is None else wait_for_lease
+    plan = _load_plan(data, job_id)
+    if plan.status in FINAL:
+        return job_status(data, job_id)
+    cipher = load_cipher(keys, keyring, job_id)
+    inputs: Mapping[str, Any] = {}
+    if cipher is not None and plan.inputs is not None:
+        inputs = cipher.open_inputs(plan.inputs)
+    results: dict[int, Any] = {}
+    waiting_since: float | None = None
+    while True:
+        got = lease_step(data, job_id, worker_id, lease_seconds, max_attempts=max_attempts)
+        if isinstance(got, _Ended):
+            if not got.final:
+                finish_job(data, keys, job_id, DONE if got.status == DONE else FAILED, resources)
+            return job_status(data, job_id)
+        if isinstance(got, _Blocked):
+            now = time.monotonic()
+            if got.holder is not None:
+                waiting_since = now if waiting_since is None else waiting_since
+                if now - waiting_since > patience:
+                    return job_status(data, job_id)
+            left = (got.until - _now()).total_seconds()
+            time.sleep(min(max(left, 0.02), 1.0))
+            continue
+        waiting_since = None
+        lease = got
+        if cipher is None:
+            fail_step(data, lease, "the job key is gone (job ended or cancelled)", retry=False)
+            continue
+        try:
+            handler = handler_for(lease.kind)
+        except UnknownStep as exc:
+            # This process lacks the module registering the kind: another worker may
+            # have it, so this counts as a failed attempt rather than failing the job.
+            fail_step(data, lease, str(exc), retry=True, max_attempts=max_attempts, backoff=backoff)
+            continue
+        last = max(results, default=-1)
+        if last < lease.seq - 1:
+            results.update(_load_results(data, cipher, job_id, last, lease.seq))
+        ctx = StepContext(
+            job_id=job_id,
+            job_kind=plan.kind,
+            seq=lease.seq,
+            kind=lease.kind,
+            target=lease.target,
+            params=plan.steps[lease.seq].params,
+            results={k: v for k, v in results.items() if k < lease.seq},
+            resources=resources,
+            inputs=inputs,
+            attempt=lease.attempt,
+            worker_id=worker_id,
+            plan=plan.steps,
+            _renew=functools.partial(renew_lease, data, lease, lease_seconds),
+        )
+        try:
+            if heartbeat:
+                with _heartbeat(data, lease, lease_seconds, ctx._lost):
+                    result = handler(ctx)
+            else:
+                result = handler(ctx)
+            if result is not None and not isinstance(result, Mapping):
+                raise PermanentStepError(
+                    f"handler of step kind {lease.kind!r} returned {type(result).__name__}, "
+                    "a mapping or None expected"
+                )
+        except LeaseLost:
+            log.warning("job %s step %d: %s lost its lease; result discarded", job_id, lease.seq, worker_id)
+            continue
+        except Exception as exc:
+            permanent = isinstance(exc, PermanentStepError)
+            outcome = fail_step(
+                data,
+                lease,
+                str(exc)[:ERROR_LIMIT] if permanent else error_text(exc),
+                retry=not permanent,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                max_backoff=max_backoff,
+            )
+            log.warning(
+                "job %s step %d (%s) attempt %d raised %s: %s",
+                job_id,
+                lease.seq,
+                lease.kind,
+                lease.attempt,
+                type(exc).__name__,
+                outcome,
+            )
+            continue
+        if complete_step(data, cipher, lease, result):
+            results[lease.seq] = None if result is None else dict(result)
+            if on_progress is not None:
+                on_progress(*progress(data, job_id))
+        else:
+            log.warning(
+                "job %s step %d: %s finished after losing its lease; its result was rejected",
+                job_id,
+                lease.seq,
+                worker_id,
+            )
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def recover(
+    data: Engine,
+    keys: Engine | None = None,
+    *,
+    grace: float = 30.0,
+    stale_after: float = 600.0,
+    include_pending: bool = False,
+    include_live: bool = False,
+) -> list[str]:
+    """Ids of unfinished jobs that no live worker is running, to be submitted again:
+
+    - a step ``running`` whose lease expired (its worker died);
+    - a started job with no step running and nothing happening for ``grace`` seconds (its
+      worker died between two steps, or while ending the job);
+    - a job never started, created more than ``stale_after`` seconds ago (its broker
+      message was lost), or any never-started job with ``include_pending`` (an inline
+      executor starting up: its queue died with the previous process);
+    - with ``include_live``, jobs whose step leases are still live too.
+
+    Also sweeps the keys of jobs that ended in the last day (a worker that died between
+    marking a job cancelled and destroying its key). Submitting a job twice is harmless:
+    run_job finds it done, or waits for the other worker's lease."""
+    now = _now()
+    s = job_steps.c
+    with data.connect() as conn:
+        rows = conn.execute(
+            select(
+                jobs.c.id,
+                jobs.c.status,
+                jobs.c.created_at,
+                func.min(case((s.status == RUNNING, s.leased_until))).label("running_min"),
+                func.max(case((s.status == PENDING, s.leased_until))).label("retry_at"),
+                func.max(s.finished_at).label("last_done"),
+            )
+            .select_from(jobs.join(job_steps, s.job_id == jobs.c.id))
+            .where(jobs.c.status.in_((PENDING, RUNNING)))
+            .group_by(jobs.c.id, jobs.c.status, jobs.c.created_at)
+            .order_by(jobs.c.created_at)
+        ).all()
+        ended = []
+        if keys is not None:
+            since = _stored(conn, now - timedelta(days=1))
+            ended = list(
+                conn.execute(
+                    select(jobs.c.id).where(
+                        jobs.c.status.in_(tuple(FINAL)),
+                        or_(jobs.c.finished_at >= since, jobs.c.finished_at.is_(None)),
+                    )
+                ).scalars()
+            )
+    for i in range(0, len(ended), 500):
+        assert keys is not None
+        with keys.begin() as kconn:
+            kconn.execute(delete(request_keys).where(request_keys.c.owner_id.in_(ended[i : i + 500])))
+    out: list[str] = []
+    for r in rows:
+        running_min = _utc(r.running_min)
+        if running_min is not None:
+            if include_live or running_min <= now:
+                out.append(r.id)
+            continue
+        if r.status == PENDING:
+            created = _utc(r.created_at)
+            assert created is not None
+            if include_pending or include_live or (now - created).total_seconds() > stale_after:
+                out.append(r.id)
+            continue
+        moments = [t for t in (_utc(r.retry_at), _utc(r.last_done), _utc(r.created_at)) if t is not None]
+        if include_live or (now - max(moments)).total_seconds() > grace:
+            out.append(r.id)
+    return out
+
+
+__all__ = [
+    "JobCipher",
+    "Lease",
+    "cancel",
+    "complete_step",
+    "create_job",
+    "default_worker_id",
+    "destroy_key",
+    "error_text",
+    "fail_step",
+    "finish_job",
+    "job_status",
+    "lease_step",
+    "load_cipher",
+    "progress",
+    "recover",
+    "renew_lease",
+    "run_job",
+    "wait_for",
+]
