@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy import Engine, MetaData, create_engine, inspect, text
 
 from fiduciary.store import make_engine, tables, upgrade
 
@@ -125,8 +125,13 @@ def pg_stores(pg_admin: Engine) -> Iterator[dict[str, str]]:
 
 
 def _empty_pg(engine: Engine, metadata: MetaData) -> None:
-    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    """Back to a freshly migrated state: our tables emptied, tables a test added dropped."""
+    ours = {t.name for t in metadata.sorted_tables}
+    names = ", ".join(f'"{t}"' for t in sorted(ours))
     with engine.begin() as conn:
+        for extra in set(inspect(conn).get_table_names()) - ours:
+            if not extra.startswith("alembic_version"):
+                conn.execute(text(f'DROP TABLE "{extra}" CASCADE'))
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
