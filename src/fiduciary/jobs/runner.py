@@ -68,7 +68,15 @@ from fiduciary.jobs.model import (
     registered_steps,
 )
 from fiduciary.store.tables import job_steps, jobs, request_keys
-from fiduciary.vault.crypto import KEY_SIZE, decode_value, encode_value, new_data_key, seal, unseal
+from fiduciary.vault.crypto import (
+    KEY_SIZE,
+    decode_value,
+    encode_value,
+    new_data_key,
+    owner_key_aad,
+    seal,
+    unseal,
+)
 from fiduciary.vault.keyring import Keyring
 
 log = logging.getLogger("fiduciary.jobs")
@@ -78,7 +86,6 @@ ERROR_LIMIT = 500
 
 # Purpose tags: a job's ciphertexts can never be mistaken for a subject's or a request's,
 # and each is bound to its job (and step), so a blob copied elsewhere fails to decrypt.
-_JOB_KEY = b"fiduciary/job-key\x00"
 _RESULT = b"fiduciary/job-result\x00"
 _INPUTS = b"fiduciary/job-inputs\x00"
 
@@ -135,7 +142,7 @@ class JobCipher:
 
 
 def _key_aad(job_id: str, kek_id: str) -> bytes:
-    return _JOB_KEY + f"{job_id}\x00{kek_id}".encode()
+    return owner_key_aad(job_id, kek_id)
 
 
 def _store_key(keys: Engine, keyring: Keyring, job_id: str) -> JobCipher:

@@ -88,6 +88,7 @@ from fiduciary.vault.crypto import (
     decode_value,
     encode_value,
     new_data_key,
+    owner_key_aad,
     seal,
     unseal,
 )
@@ -139,7 +140,6 @@ OPEN: Final = (RECEIVED, VERIFIED, APPROVED, RUNNING)
 CLOSED: Final = (DONE, PARTIAL, DENIED)
 
 # Purpose tags: a request's ciphertexts can never be taken for a subject's or a job's.
-_KEY_TAG = b"fiduciary/request-key\x00"
 _PAYLOAD_TAG = b"fiduciary/request-payload\x00"
 _CODE_TAG = b"fiduciary/request-code\x00"
 
@@ -432,7 +432,7 @@ class RequestDesk:
     def _store_key(self, request_id: str, now: datetime) -> bytes:
         key = new_data_key()
         kek_id, kek = self.keyring.kek
-        wrapped = seal(AESGCM(kek), key, _KEY_TAG + f"{request_id}\x00{kek_id}".encode())
+        wrapped = seal(AESGCM(kek), key, owner_key_aad(request_id, kek_id))
         with self.keys.begin() as kconn:
             kconn.execute(
                 insert(T.request_keys).values(
@@ -447,7 +447,7 @@ class RequestDesk:
             row = kconn.execute(select(rk.kek_id, rk.wrapped).where(rk.owner_id == request_id)).first()
         if row is None:
             return None
-        aad = _KEY_TAG + f"{request_id}\x00{row.kek_id}".encode()
+        aad = owner_key_aad(request_id, row.kek_id)
         key = unseal(
             AESGCM(self.keyring.kek_by_id(row.kek_id)),
             bytes(row.wrapped),
