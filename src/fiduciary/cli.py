@@ -14,13 +14,17 @@ import time
 # metadata (~15 ms of a 300 ms budget). Set the variable yourself to override.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from fiduciary.policy import CompiledPolicy, LoadedPolicy, PolicyError, Problem, compile_policy
 from fiduciary.policy import load_policy as _load
+
+if TYPE_CHECKING:
+    from fiduciary.config import Settings
+    from fiduciary.vault.keyring import Keyring
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -38,6 +42,12 @@ policy_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
+keys_app = typer.Typer(help="The keyring: create it, rotate key-encryption keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(
+    help="The audit trail: verify the chain and its signed checkpoints.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -258,6 +268,143 @@ def policy_import(
         raise typer.Exit(EXIT_INVALID) from None
     output.write_text(text, encoding="utf-8")
     out.print(f"wrote {output}; review the TODO comments, then run: fiduciary policy check {output}")
+
+
+# --------------------------------------------------------------------------- stores & keys
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (default: FIDUCIARY_DATA_DIR or ./fiduciary-data)."),
+]
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="Data store URL (default: FIDUCIARY_DATABASE_URL).")
+]
+KeysUrl = Annotated[
+    str | None,
+    typer.Option("--keys-database-url", help="Key store URL (default: FIDUCIARY_KEYS_DATABASE_URL)."),
+]
+KeyringFile = Annotated[
+    Path | None, typer.Option("--keyring", help="Keyring file (default: DATA_DIR/keyring.json).")
+]
+
+
+def _settings(
+    data_dir: Path | None = None,
+    database_url: str | None = None,
+    keys_database_url: str | None = None,
+    keyring: Path | None = None,
+) -> Settings:
+    from fiduciary.config import Settings
+
+    try:
+        s = Settings()
+    except ValueError as exc:
+        _fail_usage(f"bad FIDUCIARY_* setting: {exc}")
+    updates: dict[str, object] = {}
+    if data_dir is not None:
+        updates["data_dir"] = data_dir
+    if database_url is not None:
+        updates["database_url"] = database_url
+    if keys_database_url is not None:
+        updates["keys_database_url"] = keys_database_url
+    if keyring is not None:
+        updates["keyring_file"] = keyring
+    return s.model_copy(update=updates)
+
+
+def _keyring_or_exit(s: Settings) -> Keyring:
+    from fiduciary.vault.keyring import Keyring, KeyringError
+
+    try:
+        if s.keyring:
+            return Keyring.from_json(s.keyring, "FIDUCIARY_KEYRING")
+        return Keyring.load(s.resolved_keyring_file())
+    except KeyringError as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+@keys_app.command("init")
+def keys_init(data_dir: DataDir = None, keyring: KeyringFile = None) -> None:
+    """Create a new keyring file (mode 0600). Refuses to overwrite one."""
+    from fiduciary.vault.keyring import Keyring
+
+    path = _settings(data_dir, keyring=keyring).resolved_keyring_file()
+    if path.exists():
+        _fail_usage(f"{path} exists; a new keyring would make every encrypted value unreadable")
+    Keyring.generate().save(path)
+    out.print(f"wrote {path}: back it up apart from the databases")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    data_dir: DataDir = None,
+    keys_database_url: KeysUrl = None,
+    keyring: KeyringFile = None,
+    drop_old: Annotated[
+        bool, typer.Option("--drop-old", help="Remove KEKs no key uses any more from the keyring.")
+    ] = False,
+) -> None:
+    """Add a key-encryption key and re-wrap every data key under it; the data is not touched.
+
+    The keyring with both keys is saved first, so an interrupted rotation can be run again.
+    """
+    from fiduciary.store import make_engine, upgrade
+    from fiduciary.vault.rotate import rotate_keys
+
+    s = _settings(data_dir, None, keys_database_url, keyring)
+    if s.keyring:
+        _fail_usage("the keyring comes from FIDUCIARY_KEYRING; rotate a keyring file instead")
+    path = s.resolved_keyring_file()
+    ring = _keyring_or_exit(s)
+    keys = make_engine(s.resolved_keys_database_url(), secure_delete=True)
+    upgrade(keys, "keys")
+    new = ring.with_new_kek()
+    new.save(path)
+    done, usage = rotate_keys(keys, ring, new)
+    out.print(f"re-wrapped {done} data keys under {new.active_kek}; keys per KEK: {usage}")
+    if drop_old:
+        unused = [k for k in new.keks if k != new.active_kek and usage.get(k, 0) == 0]
+        new.without_keks_except(set(new.keks) - set(unused)).save(path)
+        out.print(f"dropped unused KEKs: {', '.join(unused) or 'none'}")
+    keys.dispose()
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    keyring: KeyringFile = None,
+) -> None:
+    """Recompute the hash chain and check every signed checkpoint.
+
+    Names each edited, deleted, reordered or inserted entry by its sequence number.
+    Exit 0 when the trail is intact, 1 when it is not.
+    """
+    from fiduciary.audit import AuditLog
+    from fiduciary.store import make_engine, upgrade
+
+    s = _settings(data_dir, database_url, None, keyring)
+    ring = _keyring_or_exit(s)
+    data = make_engine(s.resolved_database_url())
+    upgrade(data, "data")
+    report = AuditLog(data, ring, checkpoint_every=s.checkpoint_every).verify(ring.verify_key())
+    data.dispose()
+    (out if report.ok else err).print(report.to_text(), markup=False)
+    raise typer.Exit(0 if report.ok else EXIT_INVALID)
+
+
+@app.command("worker")
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once in this worker.")] = 1,
+) -> None:
+    """Run a Celery worker for rights-request jobs (needs FIDUCIARY_BROKER_URL)."""
+    from fiduciary.jobs import start_worker
+
+    s = _settings()
+    if not s.broker_url:
+        _fail_usage("no broker: set FIDUCIARY_BROKER_URL to redis://... or amqp://...")
+    start_worker(s, concurrency, imports=["fiduciary.requests.runner"])
 
 
 def main() -> None:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     Column,
     Connection,
@@ -59,12 +58,10 @@ from fiduciary.vault.crypto import (
     SubjectCipher,
     ValueEncodingError,
     new_data_key,
-    owner_key_aad,
-    seal,
-    unseal,
 )
 from fiduciary.vault.keyring import Keyring
 from fiduciary.vault.normalize import BUILTIN_KINDS, IdentityError, blind_index, normalize
+from fiduciary.vault.rotate import kek_usage, rotate_keys
 
 log = logging.getLogger(__name__)
 
@@ -410,13 +407,6 @@ class Vault:
             select(sc.status, i.kind, i.value)
             .select_from(T.subjects.outerjoin(T.identities, i.subject_id == sc.id))
             .where(sc.id == bindparam("sid"))
-        )
-        kd = keys.dialect
-        kq = kd.identifier_preparer
-        mark = "?" if kd.paramstyle == "qmark" else "%s"
-        self._sql_rewrap = (
-            f"UPDATE {kq.format_table(T.subject_keys)} SET kek_id = {mark}, wrapped = {mark} "
-            f"WHERE subject_id = {mark} AND kek_id = {mark}"
         )
 
     # ------------------------------------------------------------------ validation
@@ -1015,95 +1005,28 @@ class Vault:
 
     # ---------------------------------------------------------------------- keys
     def rotate_keys(self, new_keyring: Keyring, *, batch_size: int = 5000, actor: str = "system") -> int:
-        """Re-wrap every data key under ``new_keyring``'s active KEK; returns how many.
-
-        Only the key store changes (one UPDATE executemany per batch); the data store is
-        not read. ``new_keyring`` must still hold the KEKs in use (``Keyring.with_new_kek``
-        keeps them); once this returns, ``kek_usage()`` shows them unused and
-        ``without_keks_except`` can drop them. From then on this vault uses
-        ``new_keyring``. Re-running is harmless: keys already under the target are skipped.
+        """Re-wrap every data key (subjects', requests' and jobs') under ``new_keyring``'s
+        active KEK; returns how many. Only the key store changes (vault/rotate.py). From
+        then on this vault uses ``new_keyring``.
 
         Order for an operator: save the new keyring (old and new KEKs), rotate, check
         ``kek_usage()``, then save the keyring without the old KEKs."""
-        new = KeyWrapper(new_keyring)
-        old = self._wrapper
-        target = new.active
-        k = T.subject_keys.c
-        done = 0
-        last = ""
-        while True:
-            with self.keys.begin() as kconn:
-                rows = kconn.execute(
-                    select(k.subject_id, k.kek_id, k.wrapped)
-                    .where(k.kek_id != target, k.subject_id > last)
-                    .order_by(k.subject_id)
-                    .limit(batch_size)
-                ).all()
-                if not rows:
-                    break
-                params = []
-                for sid, kek_id, wrapped in rows:
-                    src = new if kek_id in new_keyring.keks else old
-                    dek = src.unwrap(sid, kek_id, bytes(wrapped))
-                    params.append((target, new.wrap(sid, dek), sid, kek_id))
-                # A key erased meanwhile matches no row (never resurrected); the old kek id in
-                # the WHERE leaves alone a key another rotation re-wrapped meanwhile.
-                done += kconn.exec_driver_sql(self._sql_rewrap, params).rowcount
-                last = rows[-1].subject_id
-        done += self._rotate_owner_keys(new_keyring, batch_size)
+        done, _ = rotate_keys(self.keys, self.keyring, new_keyring, batch_size=batch_size)
         self.keyring = new_keyring
-        self._wrapper = new
+        self._wrapper = KeyWrapper(new_keyring)
         if self.audit is not None:
             with self.data.begin() as conn:
                 self.audit.append(
-                    conn, actor=actor, action="keys.rotate", detail={"kek": target, "rewrapped": done}
+                    conn,
+                    actor=actor,
+                    action="keys.rotate",
+                    detail={"kek": new_keyring.active_kek, "rewrapped": done},
                 )
         return done
 
-    def _rotate_owner_keys(self, new_keyring: Keyring, batch_size: int) -> int:
-        """Re-wrap the data keys of requests and jobs (key store table request_keys)."""
-        k = T.request_keys.c
-        target_id, target = new_keyring.kek
-        aeads: dict[str, AESGCM] = {}
-
-        def aead(ring: Keyring, kek_id: str) -> AESGCM:
-            if kek_id not in aeads:
-                aeads[kek_id] = AESGCM(ring.kek_by_id(kek_id))
-            return aeads[kek_id]
-
-        done = 0
-        last = ""
-        while True:
-            with self.keys.begin() as kconn:
-                rows = kconn.execute(
-                    select(k.owner_id, k.kek_id, k.wrapped)
-                    .where(k.kek_id != target_id, k.owner_id > last)
-                    .order_by(k.owner_id)
-                    .limit(batch_size)
-                ).all()
-                if not rows:
-                    return done
-                params = []
-                for owner, kek_id, wrapped in rows:
-                    ring = new_keyring if kek_id in new_keyring.keks else self.keyring
-                    aad = owner_key_aad(owner, kek_id)
-                    key = unseal(aead(ring, kek_id), bytes(wrapped), aad, f"data key of {owner}")
-                    sealed = seal(AESGCM(target), key, owner_key_aad(owner, target_id))
-                    params.append({"o": owner, "old": kek_id, "new": target_id, "w": sealed})
-                stmt = (
-                    update(T.request_keys)
-                    .where(k.owner_id == bindparam("o"), k.kek_id == bindparam("old"))
-                    .values(kek_id=bindparam("new"), wrapped=bindparam("w"))
-                )
-                done += kconn.execute(stmt, params).rowcount  # one executemany per batch
-                last = rows[-1].owner_id
-
     def kek_usage(self) -> dict[str, int]:
         """{kek id: number of data keys wrapped under it}: which KEKs may be dropped."""
-        k = T.subject_keys.c
-        with self._reading(self.keys) as kconn:
-            rows = kconn.execute(select(k.kek_id, func.count()).group_by(k.kek_id)).all()
-        return {str(kek): int(n) for kek, n in rows}
+        return kek_usage(self.keys)
 
 
 def _record_of(exc: BaseException, default: int) -> int:

@@ -1,0 +1,98 @@
+"""The command line as a person uses it: exit codes, messages, files written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from fiduciary.cli import app
+from fiduciary.core import Fiduciary
+
+ROOT = Path(__file__).resolve().parents[1]
+FILELOCKER = ROOT / "examples" / "filelocker" / "policy.yaml"
+MINIMAL = ROOT / "tests" / "fixtures" / "minimal.yaml"
+runner = CliRunner()
+
+
+def test_policy_check_ok_invalid_and_usage(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["policy", "check", str(FILELOCKER)])
+    assert ok.exit_code == 0, ok.output
+    assert "ok" in ok.output and "purposes" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.read_text().replace("basis: consent", "basis: consnet"))
+    invalid = runner.invoke(app, ["policy", "check", str(bad)])
+    assert invalid.exit_code == 1
+    assert f"{bad}:" in invalid.output and "did you mean 'consent'?" in invalid.output
+    as_json = runner.invoke(app, ["policy", "check", "--json", str(bad)])
+    problems = json.loads(as_json.stdout)[0]["problems"]
+    assert problems[0]["code"] == "schema.bad_value" and problems[0]["line"] > 1
+    missing = runner.invoke(app, ["policy", "check", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    assert runner.invoke(app, ["policy", "check", "--bogus", str(FILELOCKER)]).exit_code == 2
+
+
+def test_render_record_export_import(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["policy", "render", str(FILELOCKER), "-o", str(out)]).exit_code == 0
+    assert "put.io" in (out / "notice.html").read_text()
+    assert runner.invoke(app, ["policy", "record", str(FILELOCKER), "-o", str(out)]).exit_code == 0
+    assert (out / "record.csv").read_text().count("\n") > 5
+    assert runner.invoke(app, ["policy", "render", str(FILELOCKER), "-f", "pdf"]).exit_code == 2
+    fl = tmp_path / "fl"
+    assert (
+        runner.invoke(app, ["policy", "export", str(FILELOCKER), "--fideslang", "-o", str(fl)]).exit_code == 0
+    )
+    draft = tmp_path / "draft.yaml"
+    result = runner.invoke(app, ["policy", "import", *map(str, sorted(fl.glob("*.yml"))), "-o", str(draft)])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["policy", "check", str(draft)]).exit_code == 0
+
+
+def test_policy_diff_names_material_changes(tmp_path: Path) -> None:
+    new = tmp_path / "new.yaml"
+    new.write_text(MINIMAL.read_text().replace("period: 30 days", "period: 90 days"))
+    result = runner.invoke(app, ["policy", "diff", str(MINIMAL), str(new), "--json"])
+    assert result.exit_code == 0
+    changes = json.loads(result.stdout)["changes"]
+    assert any(c["material"] and c["subject"] == "retention.account" for c in changes)
+
+
+def test_keys_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["keys", "init", "--data-dir", str(tmp_path)]).exit_code == 0
+    again = runner.invoke(app, ["keys", "init", "--data-dir", str(tmp_path)])
+    assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_keys_rotate_then_data_still_reads(tmp_path: Path) -> None:
+    with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
+        sid = fid.sign_up(
+            "customer",
+            identities={"email": "r@example.com"},
+            attributes={"user.contact.email": "r@example.com"},
+            region="NL",
+            age=30,
+        )
+    result = runner.invoke(app, ["keys", "rotate", "--data-dir", str(tmp_path), "--drop-old"])
+    assert result.exit_code == 0, result.output
+    assert "re-wrapped 1 data keys under k2" in result.output and "dropped unused KEKs: k1" in result.output
+    ring = json.loads((tmp_path / "keyring.json").read_text())
+    assert list(ring["kek"]["keys"]) == ["k2"]
+    with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
+        assert fid.vault.read(sid)["user.contact.email"].value == "r@example.com"
+
+
+def test_audit_verify_names_the_tampered_entry(tmp_path: Path) -> None:
+    with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
+        sid = fid.sign_up("customer", identities={"email": "t@example.com"}, region="NL", age=30)
+        for _ in range(4):
+            fid.decide(sid, "account")
+    intact = runner.invoke(app, ["audit", "verify", "--data-dir", str(tmp_path)])
+    assert intact.exit_code == 0, intact.output
+    with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid, fid.data.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET result = 'refused' WHERE seq = 3"))
+    tampered = runner.invoke(app, ["audit", "verify", "--data-dir", str(tmp_path)])
+    assert tampered.exit_code == 1
+    assert "seq 3: edited" in tampered.output
