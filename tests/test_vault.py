@@ -602,13 +602,11 @@ def test_backup_copy_is_unreadable_for_the_erased_subject_only(
     assert restored.identities(b) == {"email": "boris@example.com"}
 
 
+# secure_delete and the key file are SQLite's; PostgreSQL relies on the key store's backups.
+@pytest.mark.parametrize("stores", ["sqlite"], indirect=True)
 def test_erased_key_is_overwritten_in_the_sqlite_key_file(
     vault: Vault, stores: Stores, ring: Keyring
 ) -> None:
-    if stores.backend != "sqlite":
-        pytest.skip(
-            "secure_delete and the key file are SQLite's; PostgreSQL relies on the key store's backups"
-        )
     a = make(vault, "Sam Shredded", "sam@example.com")
     k = T.subject_keys.c
     with stores.keys.connect() as conn:
