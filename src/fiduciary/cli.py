@@ -49,6 +49,20 @@ audit_app = typer.Typer(
 )
 app.add_typer(audit_app, name="audit")
 
+# Commands whose modules import the whole runtime (SQLAlchemy, cryptography, jobs) are
+# mounted only when the command line may need them, so that `fiduciary policy check`
+# keeps its start-up time (docs/benchmarks.md).
+_LIGHT = frozenset({"policy", "keys", "audit", "worker"})
+
+
+def _mount_heavy(argv: list[str]) -> None:
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first in _LIGHT:
+        return
+    from fiduciary.cli_request import request_app
+
+    app.add_typer(request_app, name="request")
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -408,6 +422,7 @@ def worker(
 
 
 def main() -> None:
+    _mount_heavy(sys.argv[1:])
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WebhookSetting(BaseModel):
+    url: str
+    secret: str
 
 
 class Settings(BaseSettings):
@@ -33,6 +38,17 @@ class Settings(BaseSettings):
     keyring_file: Path | None = Field(None, description="Default: data_dir/keyring.json.")
     broker_url: str | None = None
     smtp_url: str | None = None
+    policy: Path | None = Field(None, description="The policy.yaml the service runs (FIDUCIARY_POLICY).")
+    connections: dict[str, str] = Field(
+        default_factory=dict,
+        description="The company's datastores: JSON object, datastore fides_key -> SQLAlchemy URL "
+        "(FIDUCIARY_CONNECTIONS).",
+    )
+    webhooks: dict[str, WebhookSetting] = Field(
+        default_factory=dict,
+        description="Recipients told through a webhook: JSON object, recipient (or its webhook "
+        'connector name) -> {"url": ..., "secret": ...} (FIDUCIARY_WEBHOOKS).',
+    )
     checkpoint_every: int = Field(1000, ge=1, description="Audit entries between two signed checkpoints.")
 
     def resolved_database_url(self) -> str:

@@ -266,3 +266,47 @@ request_keys = Table(
     Column("wrapped", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),
 )
+
+# Files a request produced (the access package): encrypted under the request's own key
+# (request_keys), so forgetting the requester (LAW-13) shreds the file with them.
+request_files = Table(
+    "request_files",
+    data,
+    Column("request_id", String(32), ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("content", LargeBinary, nullable=False),  # AES-GCM under the request's key
+    Column("created_at", TS, nullable=False),
+)
+
+# --------------------------------------------------------------------------- web access
+# API keys: the secret is shown once; only SHA-256(key id, secret) is kept. A 256-bit random
+# secret needs no slow hash (nothing to brute-force), and a fast one keeps every request's
+# check in microseconds. Revoked keys stay, so the audit trail's actors remain resolvable.
+api_keys = Table(
+    "api_keys",
+    data,
+    Column("id", String(16), primary_key=True),  # the public part of the key: fid_<id>_<secret>
+    Column("name", String(64), nullable=False),
+    Column("scopes", String(512), nullable=False),  # space-separated
+    Column("secret_hash", String(64), nullable=False),  # hex SHA-256
+    Column("created_at", TS, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("revoked_at", TS, nullable=True),
+    Column("revoked_by", String(128), nullable=True),
+)
+
+# Console users (the privacy team): argon2id password hashes, one role each.
+console_users = Table(
+    "console_users",
+    data,
+    Column("id", String(32), primary_key=True),
+    Column("username", String(64), nullable=False),  # a staff handle, not an email address
+    Column("password_hash", String(255), nullable=False),  # argon2id, PHC string format
+    Column("role", String(16), nullable=False),  # viewer|operator|admin
+    Column("created_at", TS, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("password_changed_at", TS, nullable=False),
+    Column("last_login_at", TS, nullable=True),
+    Column("disabled_at", TS, nullable=True),
+    UniqueConstraint("username"),
+)

@@ -921,6 +921,28 @@ class Vault:
                     detail={"categories": sorted(cats), "activity": activity, "source": src},
                 )
 
+    # --------------------------------------------------------------------- close
+    def close(self, subject_id: str, now: datetime | None = None, *, actor: str = "system") -> bool:
+        """Close the subject's account (a close_account request): status ``closed`` and
+        ``closed_at``; the data stays until retention or an erasure removes it. Returns
+        False when it was closed (or erased) already: closing again changes nothing."""
+        at = _utc(now)
+        s = T.subjects.c
+        with self.data.begin() as conn:
+            row = conn.execute(select(s.status).where(s.id == subject_id).with_for_update()).first()
+            if row is None:
+                raise UnknownSubject(subject_id)
+            if row.status != ACTIVE:
+                return False
+            conn.execute(
+                update(T.subjects)
+                .where(s.id == subject_id, s.status == ACTIVE)
+                .values(status="closed", closed_at=at)
+            )
+            if self.audit is not None:
+                self.audit.append(conn, actor=actor, action="vault.close", subject_id=subject_id)
+        return True
+
     # --------------------------------------------------------------------- erase
     def erase(self, subject_id: str, now: datetime | None = None, *, actor: str = "system") -> None:
         """Crypto-shred the subject: destroy its data key, delete its rows, mark it erased.
