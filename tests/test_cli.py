@@ -96,3 +96,12 @@ def test_audit_verify_names_the_tampered_entry(tmp_path: Path) -> None:
     tampered = runner.invoke(app, ["audit", "verify", "--data-dir", str(tmp_path)])
     assert tampered.exit_code == 1
     assert "seq 3: edited" in tampered.output
+
+
+def test_example_create_builds_the_app_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    result = runner.invoke(app, ["example", "create", "filelocker", "--database-url", url, "--size", "20"])
+    assert result.exit_code == 0, result.output
+    assert "10 tables" in result.output
+    unknown = runner.invoke(app, ["example", "create", "nope", "--database-url", url])
+    assert unknown.exit_code == 2 and "the examples are" in unknown.output

@@ -52,7 +52,7 @@ app.add_typer(audit_app, name="audit")
 # Commands whose modules import the whole runtime (SQLAlchemy, cryptography, jobs) are
 # mounted only when the command line may need them, so that `fiduciary policy check`
 # keeps its start-up time (docs/benchmarks.md).
-_LIGHT = frozenset({"policy", "keys", "audit", "worker"})
+_LIGHT = frozenset({"policy", "keys", "audit", "worker", "example"})
 
 
 def _mount_heavy(argv: list[str]) -> None:
@@ -62,6 +62,7 @@ def _mount_heavy(argv: list[str]) -> None:
     from fiduciary.cli_request import request_app
 
     app.add_typer(request_app, name="request")
+
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -406,6 +407,37 @@ def audit_verify(
     data.dispose()
     (out if report.ok else err).print(report.to_text(), markup=False)
     raise typer.Exit(0 if report.ok else EXIT_INVALID)
+
+
+example_app = typer.Typer(
+    help="The example services' app databases: create them with generated data.", no_args_is_help=True
+)
+app.add_typer(example_app, name="example")
+
+
+@example_app.command("create")
+def example_create(
+    name: Annotated[str, typer.Argument(help="filelocker, social, projects, dataplatform or voiceapi.")],
+    database_url: Annotated[
+        str, typer.Option("--database-url", help="Where to create the app's tables (SQLAlchemy URL).")
+    ],
+    size: Annotated[int, typer.Option(help="How many people (subjects) to generate.", min=1)] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same rows.")] = 0,
+) -> None:
+    """Create an example service's database and fill it with deterministic generated data."""
+    from fiduciary.examples import example_dir, load_example_app
+    from fiduciary.store import make_engine
+
+    try:
+        example_dir(name)
+    except (FileNotFoundError, LookupError) as exc:
+        _fail_usage(str(exc))
+    module = load_example_app(name)
+    engine = make_engine(database_url)
+    counts = module.create(engine, size, seed)
+    engine.dispose()
+    rows = sum(counts.values())
+    out.print(f"created {name} at {database_url}: {rows:,} rows in {len(counts)} tables")
 
 
 @app.command("worker")
