@@ -197,12 +197,18 @@ def create_job(
     inputs: Mapping[str, Any] | None = None,
     job_id: str | None = None,
     require_handlers: bool = True,
+    within: Callable[[Connection, str], None] | None = None,
 ) -> str:
     """Persist a plan and return the job id. Nothing runs yet: hand the id to an executor.
 
     ``inputs`` (personal data a plan needs, e.g. identity values to look up) is encrypted
     under the job key and reaches every handler as ``ctx.inputs``. Bad input raises
-    PlanError naming the step and stores nothing."""
+    PlanError naming the step and stores nothing.
+
+    ``within(conn, job_id)`` runs in the transaction that inserts the job rows: whatever
+    must exist together with the job or not at all (the requests it serves marked running)
+    commits or rolls back with it, so no crash can leave one without the other. If it
+    raises, no job is stored."""
     if not isinstance(kind, str) or not 0 < len(kind) <= 24:
         raise PlanError(f"job kind {kind!r}: 1 to 24 characters expected")
     if not steps:
@@ -251,6 +257,8 @@ def create_job(
                     for seq, s in enumerate(plan_steps)
                 ],
             )
+            if within is not None:
+                within(conn, jid)
     except BaseException:
         destroy_key(keys, jid)
         raise

@@ -603,6 +603,23 @@ class RequestDesk:
             raise RequestInputError(
                 f"details.child_report: a child report is an 'erase' request, not {rtype.value!r}"
             )
+        if rtype is RequestType.rectify:
+            # Refused at once rather than when the runner reaches it: a correction of a
+            # category the policy does not hold cannot be carried out.
+            # (Without values the request is still taken: the team asks what to correct,
+            # and the runner refuses to run it until it says.)
+            values = det.get("values") or det.get("corrections") or {}
+            if not isinstance(values, Mapping):
+                raise RequestInputError("details.values: a rectification maps categories to corrected values")
+            for cat in values:
+                # Exactly a policy category, as the vault stores them (a made-up child of a
+                # declared parent would pass here and fail in the job).
+                if cat not in self.cp.categories:
+                    hint = suggest(str(cat), sorted(self.cp.categories))
+                    raise RequestInputError(
+                        f"details.values: {cat!r} is not a category of the policy"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    )
         level = right.verification
         if level is Verification.email_code and EMAIL not in norm:
             raise RequestInputError(
@@ -1269,44 +1286,117 @@ class RequestDesk:
     ) -> None:
         """``start`` for a batch that one job serves: one UPDATE, one event insert and one
         audit append for all. Any request not ready raises and none is started."""
+        with self.data.begin() as conn:
+            self.start_many_in(conn, request_ids, job_id=job_id, actor=actor, now=now)
+
+    def start_many_in(
+        self,
+        conn: Connection,
+        request_ids: Sequence[str],
+        *,
+        job_id: str | None = None,
+        actor: str = "system",
+        now: datetime | None = None,
+    ) -> None:
+        """``start_many`` in the caller's transaction on the data store: the runner starts
+        the requests in the transaction that creates their job, so a crash leaves both or
+        neither."""
         at = _utc(now)
         ids = list(dict.fromkeys(request_ids))
         if not ids:
             return
         rq, ev = T.requests.c, T.request_events.c
+        rows = self._rows(conn, ids)
+        needs_approval = set(
+            conn.execute(
+                select(ev.request_id).where(ev.request_id.in_(ids), ev.kind == "child_report")
+            ).scalars()
+        )
+        for rid in ids:
+            r = rows[rid]
+            if r.status not in (VERIFIED, APPROVED):
+                hint = " (verify it first)" if r.status == RECEIVED else ""
+                raise InvalidTransition(rid, f"cannot run a request that is {r.status}{hint}")
+            if rid in needs_approval and r.status != APPROVED:
+                raise InvalidTransition(rid, "a child report runs only once the privacy team approved it")
+        conn.execute(
+            update(T.requests)
+            .where(rq.id.in_(ids), rq.status.in_((VERIFIED, APPROVED)))
+            .values(status=RUNNING, job_id=job_id)
+        )
+        detail = {"job": job_id} if job_id else None
+        self._events_insert(conn, [self._event(rid, "running", at, actor, detail) for rid in ids])
+        self.audit.append_many(
+            conn,
+            [
+                {
+                    "actor": actor,
+                    "action": "request.running",
+                    "subject_id": rows[rid].subject_id,
+                    "detail": {"request": rid, "type": rows[rid].type, "job": job_id},
+                }
+                for rid in ids
+            ],
+        )
+
+    def job_failed(
+        self,
+        job_id: str,
+        *,
+        step: str | None = None,
+        actor: str = "system",
+        now: datetime | None = None,
+    ) -> list[str]:
+        """The job serving some running requests failed: each request still running under
+        it gets a ``failed`` event (the job and the failing step kind; no personal data)
+        and goes back to where it was before it ran (approved if it was approved, else
+        verified), from where the privacy team runs it again or denies it. Returns the ids
+        moved. Idempotent: a second call finds none running under the job."""
+        at = _utc(now)
+        rq, ev = T.requests.c, T.request_events.c
         with self.data.begin() as conn:
-            rows = self._rows(conn, ids)
-            needs_approval = set(
+            ids = list(
                 conn.execute(
-                    select(ev.request_id).where(ev.request_id.in_(ids), ev.kind == "child_report")
+                    select(rq.id).where(rq.job_id == job_id, rq.status == RUNNING).order_by(rq.id)
                 ).scalars()
             )
-            for rid in ids:
-                r = rows[rid]
-                if r.status not in (VERIFIED, APPROVED):
-                    hint = " (verify it first)" if r.status == RECEIVED else ""
-                    raise InvalidTransition(rid, f"cannot run a request that is {r.status}{hint}")
-                if rid in needs_approval and r.status != APPROVED:
-                    raise InvalidTransition(rid, "a child report runs only once the privacy team approved it")
-            conn.execute(
-                update(T.requests)
-                .where(rq.id.in_(ids), rq.status.in_((VERIFIED, APPROVED)))
-                .values(status=RUNNING, job_id=job_id)
+            if not ids:
+                return []
+            rows = self._rows(conn, ids)
+            ids = [rid for rid in ids if rows[rid].status == RUNNING and rows[rid].job_id == job_id]
+            approved = set(
+                conn.execute(
+                    select(ev.request_id).where(ev.request_id.in_(ids), ev.kind == "approved")
+                ).scalars()
             )
-            detail = {"job": job_id} if job_id else None
-            self._events_insert(conn, [self._event(rid, "running", at, actor, detail) for rid in ids])
+            back = {rid: APPROVED if rid in approved else VERIFIED for rid in ids}
+            for status in (VERIFIED, APPROVED):
+                part = [rid for rid in ids if back[rid] == status]
+                if part:
+                    conn.execute(
+                        update(T.requests)
+                        .where(rq.id.in_(part), rq.status == RUNNING, rq.job_id == job_id)
+                        .values(status=status, job_id=None)
+                    )
+            detail: dict[str, Any] = {"job": job_id}
+            if step:
+                detail["step"] = step
+            self._events_insert(
+                conn, [self._event(rid, "failed", at, actor, {**detail, "status": back[rid]}) for rid in ids]
+            )
             self.audit.append_many(
                 conn,
                 [
                     {
                         "actor": actor,
-                        "action": "request.running",
+                        "action": "request.failed",
                         "subject_id": rows[rid].subject_id,
-                        "detail": {"request": rid, "type": rows[rid].type, "job": job_id},
+                        "detail": {"request": rid, "type": rows[rid].type, "status": back[rid], **detail},
                     }
                     for rid in ids
                 ],
             )
+        return ids
 
     def _rows(self, conn: Connection, ids: Sequence[str]) -> dict[str, Any]:
         rq = T.requests.c

@@ -41,7 +41,6 @@ import hmac
 import io
 import json
 import logging
-import secrets
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,22 +49,25 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select
 
 from fiduciary.connectors.manual import ManualConnector
 from fiduciary.connectors.sql import ErasureResult, Found, SQLConnector
 from fiduciary.connectors.webhook import WebhookConnector, WebhookError
 from fiduciary.jobs import (
     DATA,
+    FAILED,
     KEYRING,
     KEYS,
     InlineExecutor,
+    JobEnd,
     JobStatus,
     PermanentStepError,
     StepContext,
     StepSpec,
-    cancel,
     create_job,
+    job_status,
+    register_job_end,
     register_step,
     wait_for,
 )
@@ -711,6 +713,31 @@ for _kind, _handler in STEPS.items():
     register_step(_kind, _handler, replace=True)
 
 
+def on_job_end(end: JobEnd) -> None:
+    """A failed job must not leave its requests running for ever: each request still
+    running under it gets a ``failed`` event (job id and failing step kind, no personal
+    data) and goes back to verified (or approved), to be run again or denied. Idempotent
+    (the job-end contract: at least once)."""
+    if end.status != FAILED:
+        return
+    desk = end.resources.get(R_DESK)
+    data = end.resources.get(DATA)
+    if not isinstance(desk, RequestDesk) or not isinstance(data, Engine):
+        # Raising keeps the job unfinished: recover() hands it to a worker that has a
+        # policy, which ends it properly, rather than leaving the requests running.
+        raise PermanentStepError(
+            f"job {end.job_id} failed; this worker has no policy to put its requests back "
+            "(set FIDUCIARY_POLICY)"
+        )
+    failed = next((s for s in job_status(data, end.job_id).steps if s.status == FAILED), None)
+    moved = desk.job_failed(end.job_id, step=failed.kind if failed else None, actor="request_runner")
+    if moved:
+        log.warning("job %s failed: %d request(s) back to be run again or denied", end.job_id, len(moved))
+
+
+register_job_end(JOB_KIND, on_job_end)
+
+
 # --------------------------------------------------------------------------- the runner
 
 
@@ -838,9 +865,7 @@ class RequestRunner:
                 if not isinstance(values, Mapping) or not values:
                     raise RunError(f"request {rid}: details.values must map categories to corrected values")
                 for cat in values:
-                    if cat not in self.fid.policy.categories and not any(
-                        is_within(cat, c) for c in self.fid.policy.categories
-                    ):
+                    if cat not in self.fid.policy.categories:  # exactly, as the vault stores them
                         raise RunError(
                             f"request {rid}: details.values: {cat!r} is not a category of the policy"
                         )
@@ -894,15 +919,17 @@ class RequestRunner:
             steps.append(StepSpec("req.finish", rtype.value, base))
 
         inputs = {"kinds": kinds, "seeds": seeds, "subjects": subjects, "rectify": rectify}
-        job_id = secrets.token_hex(16)
-        create_job(
-            self.fid.data, self.fid.keys, self.fid.keyring, JOB_KIND, steps, inputs=inputs, job_id=job_id
+
+        def start(conn: Connection, job_id: str) -> None:
+            self.desk.start_many_in(conn, ids, job_id=job_id, actor=actor)
+
+        # The requests start in the transaction that stores the job: a crash leaves both or
+        # neither. One committed but not yet submitted is a pending job that ``recover``
+        # hands to an executor again (at once with include_pending, as the inline executor
+        # does on start-up; else after stale_after).
+        job_id = create_job(
+            self.fid.data, self.fid.keys, self.fid.keyring, JOB_KIND, steps, inputs=inputs, within=start
         )
-        try:
-            self.desk.start_many(ids, job_id=job_id, actor=actor)
-        except BaseException:
-            cancel(self.fid.data, self.fid.keys, job_id)  # the requests did not start: neither does it
-            raise
         self.executor.submit(job_id)
         return job_id
 
