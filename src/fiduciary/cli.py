@@ -42,17 +42,31 @@ policy_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
-keys_app = typer.Typer(help="The keyring: create it, rotate key-encryption keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Keys: the keyring (init, rotate) and API keys (create, list, revoke).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(
     help="The audit trail: verify the chain and its signed checkpoints.", no_args_is_help=True
 )
 app.add_typer(audit_app, name="audit")
 
+def _mount_web() -> None:
+    from fiduciary import cli_web
+
+    app.command("serve")(cli_web.serve)
+    keys_app.command("create")(cli_web.keys_create)
+    keys_app.command("list")(cli_web.keys_list)
+    keys_app.command("revoke")(cli_web.keys_revoke)
+    app.add_typer(cli_web.users_app, name="users")
+
+
+_mount_web()
+
 # Commands whose modules import the whole runtime (SQLAlchemy, cryptography, jobs) are
 # mounted only when the command line may need them, so that `fiduciary policy check`
 # keeps its start-up time (docs/benchmarks.md).
-_LIGHT = frozenset({"policy", "keys", "audit", "worker", "example"})
+_LIGHT = frozenset({"policy", "keys", "audit", "worker", "example", "serve", "users"})
 
 
 def _mount_heavy(argv: list[str]) -> None:
