@@ -329,16 +329,12 @@ def _settings(
         s = Settings()
     except ValueError as exc:
         _fail_usage(f"bad FIDUCIARY_* setting: {exc}")
-    updates: dict[str, object] = {}
-    if data_dir is not None:
-        updates["data_dir"] = data_dir
-    if database_url is not None:
-        updates["database_url"] = database_url
-    if keys_database_url is not None:
-        updates["keys_database_url"] = keys_database_url
-    if keyring is not None:
-        updates["keyring_file"] = keyring
-    return s.model_copy(update=updates)
+    return s.override(
+        data_dir=data_dir,
+        database_url=database_url,
+        keys_database_url=keys_database_url,
+        keyring_file=keyring,
+    )
 
 
 def _keyring_or_exit(s: Settings) -> Keyring:

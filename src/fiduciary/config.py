@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     )
     checkpoint_every: int = Field(1000, ge=1, description="Audit entries between two signed checkpoints.")
 
+    def override(self, **values: object) -> Settings:
+        """A copy with ``values`` set; a None value keeps the setting (CLI options unset)."""
+        return self.model_copy(update={k: v for k, v in values.items() if v is not None})
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'fiduciary.db'}"
 
