@@ -88,7 +88,8 @@ def test_request_journey_and_unsubscribe(served: tuple[str, Center], tmp_path: P
             page.keyboard.press("Tab")
             assert page.evaluate("document.activeElement.textContent") == "Skip to content"
             page.keyboard.press("Enter")
-            assert page.url.endswith("#main")
+            # Fragment navigation lands asynchronously; wait for it rather than race it.
+            page.wait_for_url("**#main", timeout=5000)
             page.screenshot(path=shots / "01-home.png", full_page=True)
 
             page.get_by_role("link", name="Make a request").first.click()
@@ -98,7 +99,7 @@ def test_request_journey_and_unsubscribe(served: tuple[str, Center], tmp_path: P
             page.get_by_label("Your email address").fill(site.emails[0])
             page.screenshot(path=shots / "02-request-form.png", full_page=True)
             page.get_by_role("button", name="Send my request").click()
-
+            page.wait_for_url(re.compile(r".*/requests/[A-Za-z0-9]+/verify$"), timeout=10000)
             found = re.search(r"/requests/([A-Za-z0-9]+)/verify", page.url)
             assert found, page.url
             rid = found.group(1)
@@ -106,7 +107,7 @@ def test_request_journey_and_unsubscribe(served: tuple[str, Center], tmp_path: P
             page.get_by_label("Verification code").fill(site.code_for(rid))
             page.screenshot(path=shots / "03-verify.png", full_page=True)
             page.get_by_role("button", name="Confirm").click()
-            assert page.url == f"{base}/requests/{rid}"
+            page.wait_for_url(f"{base}/requests/{rid}", timeout=10000)
 
             deadline = time.monotonic() + 90
             while "Download your data" not in page.content():
@@ -135,7 +136,7 @@ def test_request_journey_and_unsubscribe(served: tuple[str, Center], tmp_path: P
             page.goto(f"{base}/unsubscribe?token={token}")
             page.screenshot(path=shots / "05-unsubscribe.png", full_page=True)
             page.get_by_role("button", name="Unsubscribe").click()
-            assert page.get_by_role("heading", name="You are unsubscribed").is_visible()
+            page.get_by_role("heading", name="You are unsubscribed").wait_for(timeout=10000)
             page.screenshot(path=shots / "06-unsubscribed.png", full_page=True)
             site.fid.forget_state(sid)
             assert not site.fid.decide(sid, PURPOSE).allowed
