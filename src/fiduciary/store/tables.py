@@ -310,3 +310,15 @@ console_users = Table(
     Column("disabled_at", TS, nullable=True),
     UniqueConstraint("username"),
 )
+
+# --------------------------------------------------------------------------- disclosures, breaches
+# (migration data_0005)
+
+# --------------------------------------------------------------------------- upload screening
+# (migration data_0006)
+
+# --------------------------------------------------------------------------- retention
+# (migration data_0007)
+
+# --------------------------------------------------------------------------- privacy center, console
+# (migration data_0008)
