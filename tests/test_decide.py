@@ -403,9 +403,17 @@ def test_visibility_defaults_and_settings_social() -> None:
     post, name, sensitive = "user.content.public", "user.name", "user.demographic.profile.sensitive"
 
     default = state(cp, "provide_service")
-    d = decider.decide(default, "provide_service", [post, name, sensitive], audience="public")
-    assert d.allowed == {post, name} and d.refused == {sensitive: Reason.visibility}
-    assert decider.decide(default, "provide_service", [sensitive], audience="self").ok
+    d = decider.decide(default, "provide_service", [post, name], audience="public")
+    assert d.allowed == {post, name}
+    # Sensitive profile data is not reached through `user.demographic.profile`, which
+    # provide_service declares: only the opt-in purpose that names it may show it (PLU-2).
+    d = decider.decide(default, "provide_service", [sensitive], audience="self")
+    assert d.refused == {sensitive: Reason.not_declared}
+    opted_in = state(cp, "sensitive_profile", consents={"sensitive_profile": "given"})
+    d = decider.decide(opted_in, "sensitive_profile", [sensitive], audience="public")
+    assert d.refused == {sensitive: Reason.visibility}
+    assert decider.decide(opted_in, "sensitive_profile", [sensitive], audience="self").ok
+    assert not decider.decide(default, "sensitive_profile", [sensitive], audience="self").ok
 
     hidden = state(
         cp, "provide_service", settings={f"visibility:{name}": "self", f"visibility:{post}": "members"}
@@ -419,8 +427,13 @@ def test_visibility_defaults_and_settings_social() -> None:
     fixed = state(cp, "provide_service", settings={f"visibility:{user}": "self"})
     assert decider.decide(fixed, "provide_service", [user], audience="public").ok
     # a value outside the rule's audiences falls back to the default
-    odd = state(cp, "provide_service", settings={f"visibility:{sensitive}": "everyone"})
-    assert not decider.decide(odd, "provide_service", [sensitive], audience="public").ok
+    odd = state(
+        cp,
+        "sensitive_profile",
+        consents={"sensitive_profile": "given"},
+        settings={f"visibility:{sensitive}": "everyone"},
+    )
+    assert not decider.decide(odd, "sensitive_profile", [sensitive], audience="public").ok
 
 
 def test_visibility_not_settable_ignores_the_setting() -> None:

@@ -110,6 +110,7 @@ class CompiledPolicy:
     digest: str
     categories: frozenset[str]  # every category key the policy knows (declared and used)
     declared_categories: frozenset[str]
+    sensitive: tuple[str, ...]  # categories marked sensitive: reached only when named
     purposes: MappingProxyType[str, CompiledPurpose]
     purposes_by_category: MappingProxyType[str, frozenset[str]]
     essential_purposes: frozenset[str]
@@ -149,7 +150,7 @@ class CompiledPolicy:
         p = self.purposes[purpose]
         if category in p.categories:
             return True
-        return any(is_within(category, c) for c in p.declared_categories)
+        return any(reaches(category, c, self.sensitive) for c in p.declared_categories)
 
     def categories_within(self, keys: Iterable[str]) -> frozenset[str]:
         """All known categories at or below any of ``keys``."""
@@ -158,6 +159,15 @@ class CompiledPolicy:
 
     def min_age(self, jurisdiction: str) -> int | None:
         return self.minimum_age.get(jurisdiction, self.minimum_age.get("*"))
+
+
+def reaches(category: str, declared: str, sensitive: Iterable[str] = ()) -> bool:
+    """Whether a purpose or recipient declared for ``declared`` covers ``category``: the key
+    itself or one below it, except that a ``sensitive`` category (and what is below it) is
+    covered only when the declaration names it or a key below it."""
+    if not is_within(category, declared):
+        return False
+    return not any(is_within(category, s) and not is_within(declared, s) for s in sensitive)
 
 
 def compile_policy(source: LoadedPolicy | Policy) -> CompiledPolicy:
@@ -179,6 +189,16 @@ def compile_policy(source: LoadedPolicy | Policy) -> CompiledPolicy:
         roots = tuple(keys)
         return frozenset(c for c in categories if any(is_within(c, r) for r in roots))
 
+    # Special-category data (GDPR Art. 9, CPRA sensitive personal information) is never
+    # reached through a broader key: a purpose or recipient declared for
+    # `user.demographic.profile` does not get `user.demographic.profile.sensitive`, which the
+    # policy marks sensitive, unless it names that key (or one below it).
+    sensitive = tuple(k for k, c in policy.categories.items() if c.sensitive)
+
+    def named(keys: Iterable[str]) -> frozenset[str]:
+        roots = tuple(keys)
+        return frozenset(c for c in categories if any(reaches(c, r, sensitive) for r in roots))
+
     jurisdiction_keys = list(policy.jurisdictions)
     purposes: dict[str, CompiledPurpose] = {}
     for key, p in policy.purposes.items():
@@ -191,7 +211,7 @@ def compile_policy(source: LoadedPolicy | Policy) -> CompiledPolicy:
             use=p.use,
             basis=p.basis,
             essential=p.essential,
-            categories=within(p.categories),
+            categories=named(p.categories),
             declared_categories=tuple(p.categories),
             subjects=frozenset(p.subjects),
             objection=p.objection if p.objection is not None else p.basis == Basis.legitimate_interest,
@@ -217,7 +237,7 @@ def compile_policy(source: LoadedPolicy | Policy) -> CompiledPolicy:
         recipients[key] = CompiledRecipient(
             key=key,
             source=r,
-            categories=within(r.categories),
+            categories=named(r.categories),
             purposes=frozenset(r.purposes),
             outside_eea=bool(country) and country not in EEA and country not in ADEQUATE,
         )
@@ -278,6 +298,7 @@ def compile_policy(source: LoadedPolicy | Policy) -> CompiledPolicy:
         digest=policy_digest(policy),
         categories=categories,
         declared_categories=frozenset(policy.categories),
+        sensitive=sensitive,
         purposes=_freeze(purposes),
         purposes_by_category=_freeze({c: frozenset(v) for c, v in by_category.items()}),
         essential_purposes=frozenset(k for k, p in purposes.items() if p.essential),
