@@ -193,7 +193,7 @@ def compile_policy(source: LoadedPolicy | Policy) -> CompiledPolicy:
     # reached through a broader key: a purpose or recipient declared for
     # `user.demographic.profile` does not get `user.demographic.profile.sensitive`, which the
     # policy marks sensitive, unless it names that key (or one below it).
-    sensitive = tuple(k for k, c in policy.categories.items() if c.sensitive)
+    sensitive = tuple(k for k, c in policy.categories.items() if c is not None and c.sensitive)
 
     def named(keys: Iterable[str]) -> frozenset[str]:
         roots = tuple(keys)
