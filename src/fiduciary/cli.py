@@ -59,6 +59,9 @@ def _mount_web() -> None:
     keys_app.command("list")(cli_web.keys_list)
     keys_app.command("revoke")(cli_web.keys_revoke)
     app.add_typer(cli_web.users_app, name="users")
+    from fiduciary import cli_demo  # Typer and Rich only: the runtime loads when it runs
+
+    app.command("demo")(cli_demo.demo)
 
 
 _mount_web()
