@@ -68,6 +68,17 @@ def test_outbox_writes_parseable_eml_with_the_code(tmp_path: Path) -> None:
     assert "482913" in listed.text and "30 minutes" in listed.text
 
 
+def test_outbox_reads_a_folded_subject_back_as_written(tmp_path: Path) -> None:
+    """A subject longer than a header line is folded in the file, not in the outbox list."""
+    mailer = OutboxMailer(tmp_path, sender=SENDER)
+    subject = "We received your request to opt out of the sale and sharing of your data"
+    mailer.send("ann@example.com", subject, "text")
+    (path,) = tmp_path.glob("*.eml")
+    assert "Subject:\n " in path.read_text() or "Subject: We" in path.read_text()
+    (listed,) = mailer.outbox_messages()
+    assert listed.subject == subject
+
+
 def test_outbox_lists_in_order_and_keeps_html_and_headers(tmp_path: Path) -> None:
     mailer = OutboxMailer(tmp_path, sender=SENDER)
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

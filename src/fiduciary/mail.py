@@ -284,8 +284,9 @@ def read_eml(path: Path) -> OutboxMessage:
     date_header = msg["Date"]
     return OutboxMessage(
         path=path,
-        to=str(msg["To"] or ""),
-        subject=str(msg["Subject"] or ""),
+        # A long header is folded after "Subject:"; unfolded it keeps the fold's space.
+        to=str(msg["To"] or "").strip(),
+        subject=str(msg["Subject"] or "").strip(),
         date=parsedate_to_datetime(str(date_header)) if date_header else None,
         text=str(text),
         message_id=str(msg["Message-ID"] or ""),
