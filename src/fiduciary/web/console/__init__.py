@@ -1,12 +1,13 @@
-"""The console: the privacy team's pages (server-rendered), mounted at ``/console``.
+"""The console: the privacy team's pages (server-rendered, no script), mounted at
+``/console``.
 
-To come (issue 5, part 3): the request queue with deadline countdown and overdue
-highlighting; approve or deny with a reason; request detail with its step log; subject
-lookup (purpose required, audited); the data map; audit search with chain status;
-metrics with charts and the LAW-13 CSV; the mail outbox in demo mode. Users sign in with
-``fiduciary.web.auth.verify_password``; a role's powers are ``auth.ROLE_SCOPES``.
+Sign-in with a console user's password (``fiduciary users create``); then, by role: the
+request queue with deadline countdowns, a request's events and step log, approve, deny,
+extend and run; subject lookup for a purpose (audited); the data map; audit search with
+the chain's status; metrics with charts and the LAW-13 CSV; the mail outbox in demo mode.
+See docs/console.md.
 """
 
-from fiduciary.web.console.routes import PREFIX, router
+from fiduciary.web.console.routes import NAV, PAGES, PREFIX, router
 
-__all__ = ["PREFIX", "router"]
+__all__ = ["NAV", "PAGES", "PREFIX", "router"]
