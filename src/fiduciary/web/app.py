@@ -7,7 +7,7 @@ Mounted:
 - ``/api/v1`` — the JSON API (``fiduciary.web.api``), OpenAPI at ``/api/v1/openapi.json``
   and interactive docs at ``/api/v1/docs``; API keys with scopes;
 - ``/`` — the privacy center (``fiduciary.web.center``), ``/console`` — the privacy
-  team's console (``fiduciary.web.console``): their pages come with later parts;
+  team's console (``fiduciary.web.console``);
 - ``/.well-known/gpc.json`` (Global Privacy Control support, LAW-12), ``/healthz``,
   ``/problems/<slug>`` (what each problem type means).
 
