@@ -6,7 +6,9 @@ Server-rendered pages (Jinja2, ``center/templates``) that work without JavaScrip
   changelog, ``/notice/versions/{id}`` an earlier notice rendered from its stored text;
 - ``/requests/new`` -> ``/requests/{id}/verify`` (the mailed code) -> ``/requests/{id}``
   (status, due date, events) -> ``/requests/{id}/download`` (the package when done);
-- ``/unsubscribe?token=`` a confirm page (GET) and the RFC 8058 one-click POST (LAW-14).
+- ``/unsubscribe?token=`` a confirm page (GET) and the RFC 8058 one-click POST (LAW-14);
+- ``/preferences...`` (``preferences.py``) and ``/banner.js`` (``banner.py``) reuse the
+  session, CSRF check, rate limiter and page rendering defined here.
 
 A person sees only their own request: verifying the code puts the request id into a
 signed session cookie (HMAC under the keyring's token key; HttpOnly, SameSite=Lax, Secure
@@ -40,6 +42,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import select
 
 from fiduciary.consent.ledger import UnknownSubject
+from fiduciary.consent.signals import truncate_ip
 from fiduciary.consent.tokens import BadToken, read_unsubscribe_token
 from fiduciary.policy import compile_policy, load_policy_text
 from fiduciary.policy.model import RequestType, Verification
@@ -134,11 +137,15 @@ EVENT_WORDS: Final[dict[str, str]] = {
 # ------------------------------------------------------------------------------ sessions
 @dataclass
 class Session:
-    """What the browser's signed cookie holds: its CSRF token and the requests it verified."""
+    """What the browser's signed cookie holds: its CSRF token, the requests it verified and,
+    for the preferences pages (``preferences.py``), a sign-in waiting for its code
+    (``pending``) or the signed-in session (``sign_in``); both are ids of center_sign_ins rows."""
 
     csrf: str
     requests: list[str] = field(default_factory=list)
     changed: bool = False
+    pending: str | None = None
+    sign_in: str | None = None
 
 
 def _key(web: WebState) -> bytes:
@@ -155,7 +162,12 @@ def _unb64(text: str) -> bytes:
 
 
 def _encode(web: WebState, s: Session) -> str:
-    payload = json.dumps({"c": s.csrf, "r": s.requests}, separators=(",", ":")).encode()
+    data: dict[str, Any] = {"c": s.csrf, "r": s.requests}
+    if s.pending:
+        data["p"] = s.pending
+    if s.sign_in:
+        data["u"] = s.sign_in
+    payload = json.dumps(data, separators=(",", ":")).encode()
     return f"{_b64(payload)}.{_b64(hmac.new(_key(web), payload, hashlib.sha256).digest())}"
 
 
@@ -172,9 +184,15 @@ def _decode(web: WebState, value: str | None) -> Session | None:
     try:
         data = json.loads(payload)
         csrf, ids = str(data["c"]), [str(i) for i in data["r"]]
-    except (ValueError, KeyError, TypeError):
+        pending, sign_in = data.get("p"), data.get("u")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return Session(csrf, ids)
+    return Session(
+        csrf,
+        ids,
+        pending=pending if isinstance(pending, str) else None,
+        sign_in=sign_in if isinstance(sign_in, str) else None,
+    )
 
 
 def session_of(request: Request) -> Session:
@@ -199,6 +217,19 @@ def _save(request: Request, response: Response) -> Response:
             path="/",
         )
     return response
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer's IP address for a consent proof (the ledger truncates it), or None when the
+    peer is no IP address (a test client, a Unix socket)."""
+    host = request.client.host if request.client else None
+    if not host:
+        return None
+    try:
+        truncate_ip(host)
+    except ValueError:
+        return None
+    return host
 
 
 def _check_csrf(request: Request, token: str) -> Response | None:
@@ -291,7 +322,22 @@ def _regions(web: WebState) -> list[tuple[str, str]]:
 # -------------------------------------------------------------------------------- pages
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> Response:
-    return page(request, "home.html", title="Privacy center")
+    return page(request, "home.html", title="Privacy center", changed=_announcement(web_of(request)))
+
+
+def _announcement(web: WebState) -> dict[str, Any] | None:
+    """The current version's material changes, announced on the home page when the policy
+    announces changes in the privacy center (PUT-3: prominently; PLA-7)."""
+    fid = web.fid
+    cp = fid.policy
+    changed = sorted(p for p, seq in fid.decider.material.items() if seq == fid.version_seq)
+    if not changed or "privacy_center" not in cp.policy.changes.announce:
+        return None
+    return {
+        "effective": format_date(cp.effective),
+        "purposes": [purpose_name(cp, p) if p in cp.purposes else humanise(p) for p in changed],
+        "ask": fid.decider.acceptance_needed,
+    }
 
 
 @router.get("/center.css")
