@@ -102,6 +102,28 @@ def test_sign_in_find_and_approve(served: tuple[str, Center], tmp_path: Path) ->
                 page.screenshot(path=shots / f"{i:02d}-{path.rsplit('/', 1)[1]}.png", full_page=True)
             assert "Intact" in page.goto(base + "/console/audit").text()  # type: ignore[union-attr]
 
+            # The breach register: one breach near its deadline (red), one recorded through
+            # the form with the browser's own date and time field.
+            site.fid.breaches.detect(
+                "Mail sent to the wrong list",
+                "A newsletter went to a list of other customers' addresses.",
+                detected_at=datetime.now(UTC) - timedelta(hours=65),
+                categories=["user.contact.email"],
+            )
+            page.goto(base + "/console/breaches/new")
+            page.get_by_label("Title", exact=True).fill("Backup bucket readable")
+            page.get_by_label("What happened").fill("A database backup could be read without a password.")
+            page.get_by_label("Email address user.contact.email", exact=True).check()
+            page.get_by_label("Records affected (about)").fill("5000")
+            page.get_by_role("button", name="Record the breach").click()
+            page.wait_for_url(re.compile(r".*/console/breaches/\w+\?done=recorded$"))
+            breach_url = page.url.split("?")[0]
+            assert "71 h" in page.locator("p.clock").text_content()  # type: ignore[operator]
+            page.screenshot(path=shots / "11-breach.png", full_page=True)
+            page.goto(base + "/console/breaches")
+            assert page.locator("tr.overdue").count() == 1
+            page.screenshot(path=shots / "12-breaches.png", full_page=True)
+
             # A narrow screen: the page itself never scrolls sideways (tables and the map
             # scroll inside their own regions).
             phone = browser.new_context(
@@ -114,12 +136,18 @@ def test_sign_in_find_and_approve(served: tuple[str, Center], tmp_path: Path) ->
                 f"/console/requests/{rid}",
                 "/console/data-map",
                 "/console/metrics",
+                "/console/breaches",
+                breach_url.removeprefix(base),
             ):
                 phone.goto(base + path)
                 width = phone.evaluate("document.documentElement.scrollWidth")
                 assert width <= 360, (path, width)
             phone.goto(base + "/console/requests")
             phone.screenshot(path=shots / "10-phone-queue.png", full_page=True)
+            phone.goto(breach_url)
+            phone.screenshot(path=shots / "13-phone-breach.png", full_page=True)
+            phone.goto(base + "/console/breaches")
+            phone.screenshot(path=shots / "14-phone-breaches.png", full_page=True)
 
             # Sign out: back to the form, and the queue needs signing in again.
             page.goto(base + "/console/requests")

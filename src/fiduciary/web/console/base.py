@@ -45,6 +45,7 @@ def _has_outbox(web: WebState) -> bool:
 # The navigation, in order: one place for every page.
 NAV: Final[tuple[NavItem, ...]] = (
     NavItem("/requests", "Requests", "requests:read"),
+    NavItem("/breaches", "Breaches", "breaches:read"),
     NavItem("/subjects", "Subject lookup", "subjects:read"),
     NavItem("/data-map", "Data map", "policy:read"),
     NavItem("/audit", "Audit trail", "audit:read"),

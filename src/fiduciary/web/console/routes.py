@@ -13,7 +13,7 @@ from importlib.resources import files
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from fiduciary.web.console import audit, datamap, metrics, outbox, requests, signin, subjects
+from fiduciary.web.console import audit, breaches, datamap, metrics, outbox, requests, signin, subjects
 from fiduciary.web.console.base import NAV, PREFIX, env, nav_for, org_context
 from fiduciary.web.console.session import signed_in
 from fiduciary.web.deps import web_of
@@ -21,7 +21,7 @@ from fiduciary.web.deps import web_of
 __all__ = ["NAV", "PAGES", "PREFIX", "router"]
 
 # Sign-in first, then the pages in the navigation's order.
-PAGES = (signin, requests, subjects, datamap, audit, metrics, outbox)
+PAGES = (signin, requests, breaches, subjects, datamap, audit, metrics, outbox)
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, tags=["console"])
 
