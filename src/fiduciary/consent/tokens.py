@@ -48,9 +48,14 @@ def _unb64(text: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         raise BadToken("unsubscribe token is not URL-safe base64")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise BadToken("unsubscribe token is not URL-safe base64") from None
+    # The last character's unused low bits decode to nothing: a token altered there would
+    # still verify. Only the one canonical spelling of each value is accepted.
+    if _b64(data) != text:
+        raise BadToken("unsubscribe token is not canonical URL-safe base64")
+    return data
 
 
 def _mac(key: bytes, payload: bytes) -> bytes:
