@@ -561,6 +561,15 @@ def _backup_data_store(stores: Stores, request: pytest.FixtureRequest, tmp_path:
     name = f"fiduciary_backup_{uuid.uuid4().hex[:12]}"
     stores.data.dispose()  # a template database must have no other connections
     with admin.connect() as conn:
+        # An engine an earlier test left open (a pool is closed by the garbage collector,
+        # not at once) would still hold a session: end those as a backup tool's lock would.
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": stores.data.url.database},
+        )
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{stores.data.url.database}"'))
 
     def drop() -> None:
