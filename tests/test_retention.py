@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -505,3 +506,26 @@ def test_every_example_closes_and_erases_accounts(world_of: Any, example: str) -
         assert emails[1] in left and w.fid.vault.subject(new).status == "closed"
     else:
         assert w.fid.vault.subject(new).status == "erased"
+
+
+def test_the_server_sweeps_when_told_to(world_of: Any, tmp_path: Path) -> None:
+    """FIDUCIARY_RETENTION_EVERY: the server's own scheduler sweeps as soon as one is due."""
+    from fastapi.testclient import TestClient
+
+    from fiduciary.config import Settings
+    from fiduciary.web.app import create_app
+
+    w: World = world_of("projects", 60)
+    url = w.engine.url.render_as_string(hide_password=False)
+    # Today's sweep deletes the generated access log lines older than six months (PLA-3).
+    assert any(t.count for t in w.retention.plan().tasks if t.rule == "log_delete")
+    s = Settings(data_dir=tmp_path / "server", connections={w.datastore: url}, retention_every="1 day")
+    with TestClient(create_app(w.fid, settings=s, mailer=w.outbox)):
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while not any(sw["status"] == "done" for sw in w.retention.sweeps()):
+            assert datetime.now(UTC) < deadline, "the server did not sweep"
+            time.sleep(0.05)
+    assert not any(t.count for t in w.retention.plan().tasks if t.rule == "log_delete")
+    assert len(list(w.fid.audit.query(action="retention.sweep"))) == 1
+    with pytest.raises(ValueError, match="fortnight"):
+        Settings(retention_every="1 fortnight")

@@ -123,6 +123,14 @@ def serve(
     database_url: DatabaseUrl = None,
     keys_database_url: KeysUrl = None,
     keyring: KeyringFile = None,
+    retention_every: Annotated[
+        str,
+        typer.Option(
+            "--retention-every",
+            help="Sweep retention in the server this often ('off': leave it to Celery beat, "
+            "which sweeps instead whenever FIDUCIARY_BROKER_URL is set, or to cron).",
+        ),
+    ] = "1 day",
 ) -> None:
     """Run the server: the JSON API (/api/v1, docs at /api/v1/docs), the privacy center
     and the console, with uvicorn.
@@ -135,6 +143,14 @@ def serve(
     from fiduciary.policy import PolicyError
 
     s = _settings(data_dir, database_url, keys_database_url, keyring)
+    sweep = retention_every.strip().lower() != "off"
+    if sweep:
+        from fiduciary.config import retention_interval
+
+        try:
+            retention_interval(retention_every)
+        except ValueError as exc:
+            _fail(f"--retention-every {exc}")
     path = policy or s.policy
     if path is None:
         _fail("no policy: pass --policy POLICY.yaml or set FIDUCIARY_POLICY")
@@ -157,6 +173,10 @@ def serve(
         env["FIDUCIARY_KEYRING_FILE"] = str(s.resolved_keyring_file().resolve())
     if public_url:
         env["FIDUCIARY_PUBLIC_URL"] = public_url
+    if sweep:
+        env["FIDUCIARY_RETENTION_EVERY"] = retention_every
+    else:
+        os.environ.pop("FIDUCIARY_RETENTION_EVERY", None)
     os.environ.update(env)
     out.print(f"serving {path} on http://{host}:{port} ({workers} worker{'s' if workers != 1 else ''})")
     out.print(f"  API docs: http://{host}:{port}/api/v1/docs")

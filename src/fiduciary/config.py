@@ -6,9 +6,10 @@ key database, and the keyring file. Production sets URLs instead.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +51,38 @@ class Settings(BaseSettings):
         'connector name) -> {"url": ..., "secret": ...} (FIDUCIARY_WEBHOOKS).',
     )
     checkpoint_every: int = Field(1000, ge=1, description="Audit entries between two signed checkpoints.")
+    screening_dir: Path | None = Field(
+        None,
+        description="Upload screening (PUT-9): hash-list caches (lists/) and the encrypted "
+        "quarantine (quarantine/); default: data_dir/screening.",
+    )
+    screening_report_to: str | None = Field(
+        None,
+        description="The organisation screening matches are reported to, when the policy names "
+        "none (its screening.report_to comes first).",
+    )
+    screening_report_email: str | None = Field(
+        None, description="The email address reports of screening matches are sent to."
+    )
+    banner_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins of the sites that embed the consent banner (/banner.js) and may post "
+        'its choices (CORS): JSON list, e.g. ["https://www.example.com"] (FIDUCIARY_BANNER_ORIGINS).',
+    )
+
+    retention_every: str | None = Field(
+        None,
+        description="How often the server sweeps retention itself (inline scheduler), e.g. "
+        '"1 day" (FIDUCIARY_RETENTION_EVERY). Unset: the server does not sweep; with a broker '
+        "Celery beat does (docs/retention.md).",
+    )
+
+    @field_validator("retention_every")
+    @classmethod
+    def _a_period(cls, value: str | None) -> str | None:
+        if value is not None:
+            retention_interval(value)
+        return value
 
     def override(self, **values: object) -> Settings:
         """A copy with ``values`` set; a None value keeps the setting (CLI options unset)."""
@@ -63,3 +96,21 @@ class Settings(BaseSettings):
 
     def resolved_keyring_file(self) -> Path:
         return self.keyring_file or self.data_dir / "keyring.json"
+
+    def resolved_screening_dir(self) -> Path:
+        return self.screening_dir or self.data_dir / "screening"
+
+
+def retention_interval(every: str) -> timedelta:
+    """``every`` ("1 day", "12 hours", "P1D") as a positive timedelta; ValueError otherwise."""
+    from fiduciary.policy.period import Period, PeriodError
+
+    try:
+        period = Period.parse(every)
+        now = datetime.now(UTC)
+        end = period.add_to(now)
+    except PeriodError as exc:
+        raise ValueError(f"{every!r}: {exc}") from None
+    if not isinstance(end, datetime) or end <= now:
+        raise ValueError(f"{every!r}: must be longer than nothing")
+    return end - now

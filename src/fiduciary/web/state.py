@@ -36,6 +36,8 @@ from fiduciary.web.batching import Batcher
 
 if TYPE_CHECKING:
     from fiduciary.requests.runner import RequestRunner
+    from fiduciary.retention import Retention
+    from fiduciary.retention.schedule import RetentionScheduler
 
 MAX_CACHED = 100_000  # subject states kept before expired ones are swept
 
@@ -78,6 +80,7 @@ class WebState:
         self._runner = runner
         self._owns_runner = False
         self._runner_lock = threading.Lock()
+        self._retention: tuple[Retention, RetentionScheduler] | None = None
         self.owns_fiduciary = owns_fiduciary
         # Rendered notices by (policy version id, format): rendering takes tens of ms.
         self.notices: dict[tuple[int, str], str] = {}
@@ -215,7 +218,27 @@ class WebState:
                 self._owns_runner = True
             return self._runner
 
+    # -- retention: the inline scheduler, when FIDUCIARY_RETENTION_EVERY is set and no broker
+    def start_retention(self) -> None:
+        """Sweep retention every ``settings.retention_every`` in a thread of this process.
+        With a broker, Celery beat sweeps instead (docs/retention.md); several server
+        processes may each run a scheduler: a sweep already running is resumed, not doubled."""
+        s = self.settings
+        if s.retention_every is None or s.broker_url or self._retention is not None:
+            return
+        from fiduciary.config import retention_interval
+        from fiduciary.retention import Retention
+        from fiduciary.retention.schedule import RetentionScheduler
+
+        retention = Retention(self.fid, connections=s.connections, mailer=self.mailer)
+        scheduler = RetentionScheduler(retention, retention_interval(s.retention_every))
+        self._retention = (retention, scheduler.start())
+
     def close(self) -> None:
+        if self._retention is not None:
+            retention, scheduler = self._retention
+            scheduler.stop()
+            retention.close()
         self.writer.close()
         self.loader.close()
         if self._runner is not None and self._owns_runner:
