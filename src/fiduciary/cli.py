@@ -66,6 +66,18 @@ def _mount_web() -> None:
 
 _mount_web()
 
+
+def _mount_ledgers() -> None:
+    # Typer and Rich only at import (the runtime loads inside each command): mounted always.
+    from fiduciary import cli_ledgers
+
+    policy_app.command("publish")(cli_ledgers.policy_publish)
+    app.add_typer(cli_ledgers.disclosures_app, name="disclosures")
+    app.add_typer(cli_ledgers.breach_app, name="breach")
+
+
+_mount_ledgers()
+
 # Commands whose modules import the whole runtime (SQLAlchemy, cryptography, jobs) are
 # mounted only when the command line may need them, so that `fiduciary policy check`
 # keeps its start-up time (docs/benchmarks.md).
@@ -79,6 +91,12 @@ def _mount_heavy(argv: list[str]) -> None:
     from fiduciary.cli_request import request_app
 
     app.add_typer(request_app, name="request")
+    from fiduciary.cli_screening import screening_app
+
+    app.add_typer(screening_app, name="screening")
+    from fiduciary.cli_retention import retention_app
+
+    app.add_typer(retention_app, name="retention")
 
 
 out = Console(highlight=False, soft_wrap=True)
@@ -463,7 +481,7 @@ def worker(
     s = _settings()
     if not s.broker_url:
         _fail_usage("no broker: set FIDUCIARY_BROKER_URL to redis://... or amqp://...")
-    start_worker(s, concurrency, imports=["fiduciary.requests.runner"])
+    start_worker(s, concurrency, imports=["fiduciary.requests.runner", "fiduciary.retention"])
 
 
 def main() -> None:

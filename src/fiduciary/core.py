@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, insert, select
 
@@ -28,6 +29,12 @@ from fiduciary.policy.model import GpcEffect
 from fiduciary.store import make_engine, tables, upgrade
 from fiduciary.vault.keyring import Keyring
 from fiduciary.vault.vault import StoredValue, Vault
+
+if TYPE_CHECKING:
+    from fiduciary.breaches import BreachRegister
+    from fiduciary.disclosures import DisclosureLedger
+    from fiduciary.policy.diff import PolicyDiff
+    from fiduciary.publish import PendingChanges, Publication
 
 
 class UnderAge(Exception):
@@ -84,6 +91,7 @@ class Fiduciary:
         self._states: dict[str, tuple[float, SubjectState]] = {}
         self._state_ttl = state_ttl
         self._lock = threading.Lock()
+        self._diffs: dict[int, PolicyDiff | None] = {}
 
     # -- opening
     @classmethod
@@ -170,6 +178,55 @@ class Fiduciary:
         with self.data.connect() as conn:
             rows = conn.execute(select(pv.c.version, func.min(pv.c.id)).group_by(pv.c.version)).all()
         return {str(v): int(i) for v, i in rows}
+
+    def policy_diff(self, version_seq: int) -> PolicyDiff | None:
+        """What published version ``version_seq`` changed against the one before it (None
+        for the first version). Computed once per version and kept."""
+        if version_seq not in self._diffs:
+            from fiduciary.policy import load_policy_text
+            from fiduciary.policy.diff import diff_policies
+
+            pv = tables.policy_versions
+            with self.data.connect() as conn:
+                rows = conn.execute(
+                    select(pv.c.id, pv.c.text).where(pv.c.id <= version_seq).order_by(pv.c.id.desc()).limit(2)
+                ).all()
+            if not rows or rows[0].id != version_seq:
+                raise LookupError(f"no published policy version with id {version_seq}")
+            diff = None
+            if len(rows) == 2:
+                old, new = (compile_policy(load_policy_text(r.text, f"<version {r.id}>")) for r in rows[::-1])
+                diff = diff_policies(old, new)
+            self._diffs[version_seq] = diff
+        return self._diffs[version_seq]
+
+    def publish(self, **kw: Any) -> Publication:
+        """Announce the version in force (PUT-3): see ``fiduciary.publish.publish``."""
+        from fiduciary.publish import publish
+
+        return publish(self, **kw)
+
+    def pending_changes(self, subject_id: str) -> PendingChanges:
+        """The material changes the subject has yet to accept, by purpose, with the words of
+        each change (PUT-3): what the privacy center shows before ``accept_policy``."""
+        from fiduciary.publish import pending_changes
+
+        return pending_changes(self, subject_id)
+
+    # -- ledgers and registers
+    @cached_property
+    def disclosures(self) -> DisclosureLedger:
+        """Every release of data to a recipient (PLU-9, PLV-13, PUT-8)."""
+        from fiduciary.disclosures import DisclosureLedger
+
+        return DisclosureLedger(self)
+
+    @cached_property
+    def breaches(self) -> BreachRegister:
+        """The breach register (LAW-10)."""
+        from fiduciary.breaches import BreachRegister
+
+        return BreachRegister(self)
 
     # -- subjects
     def sign_up(

@@ -373,7 +373,9 @@ class Recipient(Model):
     sale: bool = Field(False, description="A sale under CCPA.")
     share: bool = Field(False, description="Sharing for cross-context behavioural ads (CCPA).")
     form: DataForm = Field(DataForm.identified, description="aggregate: PUT-8, PLV-5.")
-    min_group: int | None = Field(None, ge=2, description="k for aggregate-only exports.")
+    min_group: int | None = Field(
+        None, ge=2, description="k for aggregate-only exports: no smaller group is disclosed (null: 10)."
+    )
     condition: (
         Literal[
             "always",

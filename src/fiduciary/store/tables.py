@@ -313,12 +313,281 @@ console_users = Table(
 
 # --------------------------------------------------------------------------- disclosures, breaches
 # (migration data_0005)
+# Disclosures: every release of data to a recipient, append-only (PLU-9, PLV-13, PUT-8).
+# The people a disclosure concerned are listed in disclosure_subjects (none for an
+# aggregate export); later facts about it (a gag lifted, the people told) are
+# disclosure_events, from which the current notification decision is derived.
+disclosures = Table(
+    "disclosures",
+    data,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),  # when the data went out
+    Column("recorded_at", TS, nullable=False),
+    Column("kind", String(16), nullable=False),  # routine|legal_demand|aggregate
+    Column("recipient", String(64), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("basis", String(32), nullable=False),  # the legal ground
+    Column("categories", Text, nullable=False),  # JSON list
+    Column("form", String(16), nullable=False),  # identified|pseudonymized|anonymized|aggregate
+    Column("subjects", Integer, nullable=False),  # how many people
+    Column("gag", String(16), nullable=True),  # law|court_order|emergency (legal demands)
+    Column("notify", String(16), nullable=False),  # not_applicable|tell|withheld, when recorded
+    Column("reference", String(128), nullable=True),  # the demand's reference; no personal data
+    Column("actor", String(128), nullable=False),
+    Column("detail", Text, nullable=True),  # JSON, no personal data
+    Index(None, "recipient", "at"),
+    Index(None, "at"),
+)
+
+disclosure_subjects = Table(
+    "disclosure_subjects",
+    data,
+    Column(
+        "disclosure_id",
+        BigInteger,
+        ForeignKey("disclosures.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("subject_id", String(32), primary_key=True),  # kept after erasure: proof, like consent
+    Index(None, "subject_id"),
+)
+
+disclosure_events = Table(
+    "disclosure_events",
+    data,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("disclosure_id", BigInteger, ForeignKey("disclosures.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),  # gag_lifted|told
+    Column("at", TS, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("detail", Text, nullable=True),  # JSON, no personal data
+    Index(None, "disclosure_id", "id"),
+)
+
+# Mail to many people (a policy change, a breach, a legal demand), queued per topic and
+# subject so that a crashed run resumes where it stopped and nobody is written to twice.
+notices = Table(
+    "notices",
+    data,
+    Column("topic", String(64), primary_key=True),  # policy:<version id>|breach:<id>|disclosure:<id>
+    Column("subject_id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),  # queued|sent|no_address|failed
+    Column("queued_at", TS, nullable=False),
+    Column("sent_at", TS, nullable=True),
+    Column("error", String(255), nullable=True),  # no personal data
+    Index(None, "topic", "status"),
+)
+
+# The publish step of a policy version (PUT-3): who announced it, what was material.
+policy_publications = Table(
+    "policy_publications",
+    data,
+    Column(
+        "version_id", BigInteger, ForeignKey("policy_versions.id"), primary_key=True, autoincrement=False
+    ),
+    Column("at", TS, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("previous_id", BigInteger, nullable=True),
+    Column("material_purposes", Text, nullable=False),  # JSON list
+    Column("notices", Integer, nullable=False),  # how many were queued
+)
+
+# The breach register (LAW-10): breach_events is append-only; the breaches row holds the
+# derived view (risk, status, when notified), rewritten with each event in its transaction.
+breaches = Table(
+    "breaches",
+    data,
+    Column("id", String(32), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("nature", Text, nullable=False),  # what happened; no personal data
+    Column("detected_at", TS, nullable=False),
+    Column("occurred_at", TS, nullable=True),
+    Column("authority_due_at", TS, nullable=False),  # detected_at + breaches.authority_within
+    Column("categories", Text, nullable=False),  # JSON list
+    Column("subjects_estimate", Integer, nullable=True),  # approximate number of people
+    Column("records_estimate", Integer, nullable=True),
+    Column("risk", String(16), nullable=False),  # unassessed|unlikely|risk|high
+    Column("consequences", Text, nullable=True),
+    Column("measures", Text, nullable=True),
+    Column("advice", Text, nullable=True),  # what people can do themselves
+    Column("status", String(16), nullable=False),  # open|closed
+    Column("authority_notified_at", TS, nullable=True),
+    Column("subjects_notified_at", TS, nullable=True),
+    Column("closed_at", TS, nullable=True),
+    Column("created_by", String(128), nullable=False),
+    Index(None, "status", "authority_due_at"),
+)
+
+breach_subjects = Table(
+    "breach_subjects",
+    data,
+    Column("breach_id", String(32), ForeignKey("breaches.id", ondelete="CASCADE"), primary_key=True),
+    Column("subject_id", String(32), primary_key=True),
+    Index(None, "subject_id"),
+)
+
+breach_events = Table(
+    "breach_events",
+    data,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("breach_id", String(32), ForeignKey("breaches.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),  # detected|assessed|notified_authority|...
+    Column("at", TS, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("detail", Text, nullable=True),  # JSON, no personal data
+    Index(None, "breach_id", "id"),
+)
 
 # --------------------------------------------------------------------------- upload screening
 # (migration data_0006)
+# An upload that matched a hash list (PUT-9): one row per match. What identifies the
+# uploader (email, IP address, file name) is encrypted under the match's own data key,
+# kept in the key store like a request's (request_keys, owner id = the match id, so key
+# rotation re-wraps it); a quarantined copy of the bytes, when the policy says quarantine,
+# is a file encrypted under the same key. Destroying the key shreds both. Clean uploads
+# leave no row (PUT-13: a clean file's hash is not kept with the person).
+screening_matches = Table(
+    "screening_matches",
+    data,
+    Column("id", String(32), primary_key=True),  # random
+    Column("at", TS, nullable=False),
+    Column("subject_id", String(32), nullable=True),  # the uploader, when a subject
+    Column("matches", Text, nullable=False),  # JSON [{list, algorithm, digest}]
+    Column("digests", Text, nullable=False),  # JSON {algorithm: hex}: the upload's digests
+    Column("size", BigInteger, nullable=False),
+    Column("actions", String(64), nullable=False),  # the policy's on_match, space-separated
+    Column("quarantine_file", String(128), nullable=True),  # in the quarantine folder
+    Column("context", LargeBinary, nullable=False),  # AES-GCM under the match's key
+    Column("status", String(16), nullable=False),  # held|destroyed
+    Column("actor", String(128), nullable=False),
+    Index(None, "at"),
+)
+
+# A report of a match to the designated organisation, queued, then sent (mail).
+screening_reports = Table(
+    "screening_reports",
+    data,
+    Column("id", String(32), primary_key=True),  # random; the reference in the report
+    Column(
+        "match_id", String(32), ForeignKey("screening_matches.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("organization", String(255), nullable=False),  # the policy's screening.report_to
+    Column("recipient", String(64), nullable=True),  # the policy's recipient key, if any
+    Column("address", String(320), nullable=True),  # where it is mailed
+    Column("status", String(16), nullable=False),  # queued|sent
+    Column("created_at", TS, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(255), nullable=True),  # no personal data
+    Column("sent_at", TS, nullable=True),
+    Column("message_id", String(255), nullable=True),
+    Index(None, "status", "created_at"),
+    Index(None, "match_id"),
+)
 
 # --------------------------------------------------------------------------- retention
 # (migration data_0007)
+# A sweep is a job (kind "retention"); this is its record. `active` is 1 while the sweep
+# runs and NULL after: the unique constraint lets one sweep run at a time (NULLs differ).
+retention_sweeps = Table(
+    "retention_sweeps",
+    data,
+    Column("job_id", String(32), primary_key=True),
+    Column("at", TS, nullable=False),  # the moment the sweep's deadlines are computed from
+    Column("status", String(16), nullable=False),  # running|done|failed
+    Column("active", Integer, nullable=True),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("finished_at", TS, nullable=True),
+    Column("summary", Text, nullable=True),  # JSON counts per rule and target, no personal data
+    UniqueConstraint("active"),
+)
+
+# How far each rule's sweep of a target has gone: rows (or accounts) whose moment is at or
+# before `cutoff` were handled by the sweep `job_id`; the next sweep starts after it.
+retention_marks = Table(
+    "retention_marks",
+    data,
+    Column("rule", String(64), primary_key=True),
+    Column("target", String(256), primary_key=True),  # datastore.collection | subjects | vault
+    Column("cutoff", TS, nullable=False),
+    Column("job_id", String(32), nullable=False),
+    Column("at", TS, nullable=False),
+)
+
+# Inactivity notices (PLO-9): one per subject, rule and period of inactivity (`since`, the
+# last activity it is about), so a re-run never mails twice for the same silence.
+retention_notices = Table(
+    "retention_notices",
+    data,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subject_id", String(32), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("since", TS, nullable=False),
+    Column("noticed_at", TS, nullable=False),  # the sweep's moment: deletion waits from here
+    Column("delete_after", TS, nullable=False),
+    Column("status", String(16), nullable=False),  # pending|sent|no_address|failed
+    Column("job_id", String(32), nullable=False),
+    UniqueConstraint("subject_id", "rule", "since"),
+    Index(None, "rule", "status"),
+)
+
+# Legal holds and abuse reports on a subject (PLO-10): retention leaves the subject alone
+# while a hold names a policy exemption.
+retention_holds = Table(
+    "retention_holds",
+    data,
+    Column("subject_id", String(32), primary_key=True),
+    Column("exemption", String(64), primary_key=True),
+    Column("placed_at", TS, nullable=False),
+    Column("placed_by", String(128), nullable=False),
+)
+
+# What `action: aggregate` keeps of the rows it deletes: a count per day, per step of the
+# sweep that counted them (so that a step run twice counts once).
+retention_aggregates = Table(
+    "retention_aggregates",
+    data,
+    Column("job_id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD
+    Column("rule", String(64), nullable=False),
+    Column("collection", String(256), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Index(None, "rule", "collection", "day"),
+)
 
 # --------------------------------------------------------------------------- privacy center, console
 # (migration data_0008)
+
+# Console sign-in sessions: the browser's signed cookie carries a random token; only its
+# SHA-256 is kept here, so a copy of the database opens no session. Signing out ends the
+# row at once; a disabled user or a changed password ends every session of that user.
+console_sessions = Table(
+    "console_sessions",
+    data,
+    Column("id", String(64), primary_key=True),  # hex SHA-256 of the cookie's token
+    Column("user_id", String(32), ForeignKey("console_users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("ended_at", TS, nullable=True),
+    Index(None, "expires_at"),  # the sweep of ended and expired sessions at each sign-in
+)
+
+# Privacy center sign-ins (preferences): a code mailed to the address the vault's blind
+# index matched; once entered, the row is the session (its id is in the center's signed
+# cookie). No address is stored: subject_id is NULL when the address matched nobody.
+center_sign_ins = Table(
+    "center_sign_ins",
+    data,
+    Column("id", String(32), primary_key=True),  # random
+    Column("subject_id", String(32), nullable=True),
+    Column("code_hash", String(64), nullable=False),  # HMAC of the one-time code
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),  # of the code
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("verified_at", TS, nullable=True),  # the session starts
+    Column("ended_at", TS, nullable=True),  # signed out
+    Index(None, "created_at"),  # the sweep of old rows at each sign-in
+    Index(None, "subject_id", "created_at"),  # codes per subject per hour
+)

@@ -78,6 +78,10 @@ SCOPES: Final[Mapping[str, str]] = {
     "audit:read": "query the audit trail and verify its chain",
     "policy:read": "the record of processing and the published policy versions' text",
     "metrics:read": "request metrics (LAW-13), as JSON or CSV",
+    "disclosures:read": "the disclosure ledger, a subject's disclosures and the transparency report",
+    "disclosures:write": "record disclosures and legal demands, tell people of them, export aggregates",
+    "breaches:read": "the breach register, its 72-hour clock and the drafted notices",
+    "breaches:write": "register, assess, notify and close breaches",
     "admin": "everything above, and managing API keys and console users",
 }
 
@@ -92,12 +96,14 @@ _READS = frozenset(
         "audit:read",
         "policy:read",
         "metrics:read",
+        "disclosures:read",
+        "breaches:read",
     }
 )
 # The scopes a console role stands for, so the console and the API grant the same things.
 ROLE_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     "viewer": _READS,
-    "operator": _READS | {"consent:write", "requests:write"},
+    "operator": _READS | {"consent:write", "requests:write", "disclosures:write", "breaches:write"},
     "admin": frozenset(SCOPES),
 }
 

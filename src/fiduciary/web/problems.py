@@ -28,10 +28,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fiduciary.aggregates import AggregateError, AggregateRefused
+from fiduciary.breaches import BreachError, BreachInputError, UnknownBreach
 from fiduciary.consent.ledger import ConsentError, UnknownEvent
 from fiduciary.consent.ledger import UnknownSubject as UnknownConsentSubject
 from fiduciary.consent.tokens import BadToken
 from fiduciary.core import UnderAge
+from fiduciary.disclosures import DisclosureError, DisclosureRefused, UnknownDisclosure
 from fiduciary.mail import MailError, MailInputError
 from fiduciary.policy import PolicyError
 from fiduciary.requests.lifecycle import (
@@ -169,7 +172,49 @@ KINDS: Final[Mapping[type[Exception], Kind]] = {
     PolicyError: Kind(
         422, "invalid-policy", "Invalid policy", "The policy has errors; each problem is listed."
     ),
+    DisclosureError: Kind(
+        422,
+        "invalid-disclosure",
+        "Invalid disclosure",
+        "The disclosure does not fit the policy (unknown recipient, purpose, category or subject, "
+        "a legal demand to a recipient not declared for one ...). Nothing was recorded.",
+    ),
+    DisclosureRefused: Kind(
+        409,
+        "disclosure-refused",
+        "Disclosure refused by the policy",
+        "The policy does not let this recipient have this data of these people (an opt-out, a "
+        "withdrawn consent, an aggregate-only recipient ...); ``refused`` lists each. Nothing was recorded.",
+    ),
+    AggregateError: Kind(
+        422,
+        "invalid-aggregate",
+        "Invalid aggregate export",
+        "The rows, columns or keys of the export are not usable. Nothing was exported.",
+    ),
+    AggregateRefused: Kind(
+        409,
+        "aggregate-refused",
+        "Aggregate export refused by the policy",
+        "Aggregates go only to recipients declared aggregate-only, for their purposes and categories.",
+    ),
+    BreachInputError: Kind(
+        422,
+        "invalid-breach",
+        "Invalid breach register input",
+        "A text, number, date, category or subject was refused (texts must hold no personal data). "
+        "Nothing changed.",
+    ),
+    BreachError: Kind(
+        409,
+        "breach-step-refused",
+        "Breach register step refused",
+        "The input or the breach's state does not allow this step (a late notification without "
+        "reasons, a notice before the assessment, a closed breach ...). Nothing changed.",
+    ),
     # Not found / gone
+    UnknownDisclosure: Kind(404, "unknown-disclosure", "Unknown disclosure", "No disclosure has this id."),
+    UnknownBreach: Kind(404, "unknown-breach", "Unknown breach", "No breach has this id."),
     UnknownVaultSubject: Kind(404, "unknown-subject", "Unknown subject", "No subject has this id."),
     UnknownConsentSubject: Kind(404, "unknown-subject", "Unknown subject", "No subject has this id."),
     UnknownEvent: Kind(404, "unknown-event", "Unknown consent event", "No consent event has this id."),
@@ -392,6 +437,8 @@ def install(app: FastAPI) -> None:
             extra["available"] = list(exc.available)
         if isinstance(exc, UnderAge):
             extra["minimum_age"] = exc.minimum
+        if isinstance(exc, DisclosureRefused):
+            extra["refused"] = {sid: r.value for sid, r in sorted(exc.refused.items())[:100]}
         headers = {"Retry-After": "3600"} if isinstance(exc, TooManyCodes) else None
         return problem_response(request, kind.status, str(exc), kind=kind, headers=headers, extra=extra)
 

@@ -3,14 +3,24 @@
 Giving and withdrawing are the same call shape (LAW-8: withdrawing is as easy as giving).
 Writes of concurrent requests are committed together (``fiduciary.web.batching``); each
 answer waits for its own commit and carries the event id.
+
+``POST /banner/choices`` is public (no API key): the consent banner (``/banner.js``) posts a
+visitor's cookie choices there from the company's sites. Browsers may call it only from the
+origins in the ``banner_origins`` setting (CORS, checked on the server too); it is
+rate-limited per IP; it can change only the visitor subject the banner created (a signed
+token names it). See ``fiduciary.web.center.banner``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
 
 from fiduciary.consent.ledger import EventKind, NewEvent
 from fiduciary.web.api.models import (
@@ -27,7 +37,10 @@ from fiduciary.web.api.models import (
     WithdrawIn,
 )
 from fiduciary.web.api.subjects import SubjectPath
-from fiduciary.web.deps import GPC_HEADER, Caller, access
+from fiduciary.web.center.banner import BannerError, record_choices
+from fiduciary.web.center.routes import AttemptLimiter, client_ip
+from fiduciary.web.deps import GPC_HEADER, Caller, access, gpc, web_of
+from fiduciary.web.problems import Kind, ProblemException
 
 router = APIRouter(tags=["consent"])
 Read = Annotated[Caller, access("consent:read")]
@@ -158,3 +171,150 @@ def proof(event_id: Annotated[int, Path(ge=1, le=2**62)], caller: Read) -> Proof
     """What LAW-8 asks to prove about one event: who, when, what notice text (hash) and
     policy version, in which language, how, from roughly where, until when."""
     return ProofOut(**caller.web.fid.consent.proof(event_id))
+
+
+# ------------------------------------------------------------------ the consent banner
+# Posts per IP: a person clicks a handful of times; a script filling the ledger is stopped.
+BANNER_POSTS_PER_IP: Final = 60
+BANNER_WINDOW_SECONDS: Final = 600.0
+_ORIGIN = Kind(
+    403,
+    "origin-not-allowed",
+    "Origin not allowed",
+    "Only the sites named in the banner_origins setting may post consent-banner choices.",
+)
+
+
+def _allowed_origin(request: Request) -> str | None:
+    """The Origin to answer with CORS headers: one the settings list (or ``*`` there), or
+    the server's own. None: no Origin, or one not allowed."""
+    origin = request.headers.get("origin")
+    if not origin:
+        return None
+    allowed = web_of(request).settings.banner_origins
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin == own or origin in allowed or "*" in allowed:
+        return origin
+    return None
+
+
+def _cors_headers(request: Request) -> dict[str, str]:
+    origin = _allowed_origin(request)
+    if origin is None:
+        return {"Vary": "Origin"}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
+
+
+class _CorsRoute(APIRoute):
+    """Answers, errors included (422 of a malformed body, 429 ...), carry the CORS headers:
+    otherwise a browser hides the problem from the banner's script."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        inner = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                response = await inner(request)
+            except Exception as exc:
+                on_error = next(
+                    (
+                        h
+                        for cls in type(exc).__mro__
+                        if (h := request.app.exception_handlers.get(cls)) is not None
+                    ),
+                    None,
+                )
+                if on_error is None:
+                    raise
+                response = await on_error(request, exc)
+            response.headers.update(_cors_headers(request))
+            return response
+
+        return handler
+
+
+public = APIRouter(tags=["consent banner"], route_class=_CorsRoute)
+
+
+class BannerChoicesIn(BaseModel):
+    """A visitor's choice in the consent banner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    visitor: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="The token of an earlier answer (the fid_visitor cookie); none for a first choice."
+    )
+    choices: dict[Annotated[str, StringConstraints(max_length=32)], bool] = Field(
+        max_length=16, description="Cookie category -> allowed, for the categories the banner asks about."
+    )
+    region: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$")] | None = None
+    config: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None,
+        description="The digest of the banner shown (its notice hash); checked against the one in force.",
+    )
+    gpc: bool = Field(False, description="navigator.globalPrivacyControl; the Sec-GPC header counts too.")
+
+
+class BannerChoicesOut(BaseModel):
+    visitor: str = Field(description="Keep it (the fid_visitor cookie) and send it with the next choice.")
+    event_ids: list[int] = Field(description="The consent events recorded (none when nothing changed).")
+    choices: dict[str, bool] = Field(description="As recorded: GPC turns off what sells or shares.")
+    gpc: bool
+
+
+def _banner_limiter(request: Request) -> AttemptLimiter:
+    lim: AttemptLimiter | None = getattr(request.app.state, "banner_limiter", None)
+    if lim is None:
+        lim = AttemptLimiter(BANNER_POSTS_PER_IP, BANNER_WINDOW_SECONDS)
+        request.app.state.banner_limiter = lim
+    return lim
+
+
+@public.post("/banner/choices", status_code=201, response_model=BannerChoicesOut, openapi_extra=GPC_HEADER)
+async def banner_choices(request: Request, body: BannerChoicesIn) -> BannerChoicesOut:
+    """Keep a consent-banner choice as proof (LAW-8): a ``cookies:<category>`` setting
+    event per changed category on the visitor's subject (created at the first choice), and
+    with GPC an opt-out of sale and sharing (LAW-12). No API key; browsers only from the
+    ``banner_origins`` setting; rate-limited per IP."""
+    if request.headers.get("origin") and _allowed_origin(request) is None:
+        raise ProblemException(
+            403, "this origin may not post banner choices (see the banner_origins setting)", kind=_ORIGIN
+        )
+    if not _banner_limiter(request).allow(request.client.host if request.client else "unknown"):
+        raise ProblemException(
+            429,
+            "too many banner choices from this address; try again later",
+            headers={"Retry-After": str(int(BANNER_WINDOW_SECONDS))},
+        )
+    web = web_of(request)
+    try:
+        done = await run_in_threadpool(
+            record_choices,
+            web,
+            visitor=body.visitor,
+            choices=body.choices,
+            region=body.region,
+            config=body.config,
+            gpc=body.gpc or gpc(request),
+            ip=client_ip(request),
+        )
+    except BannerError as exc:
+        raise ProblemException(422, str(exc)) from None
+    return BannerChoicesOut(
+        visitor=done.visitor, event_ids=done.event_ids, choices=done.choices, gpc=done.gpc
+    )
+
+
+@public.options("/banner/choices", include_in_schema=False)
+async def banner_preflight(request: Request) -> Response:
+    """The CORS preflight of a browser's post (the headers come from the route class)."""
+    return Response(status_code=204 if _allowed_origin(request) else 403)
+
+
+router.include_router(public)

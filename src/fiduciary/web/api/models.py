@@ -39,6 +39,10 @@ Scope = Literal[
     "audit:read",
     "policy:read",
     "metrics:read",
+    "disclosures:read",
+    "disclosures:write",
+    "breaches:read",
+    "breaches:write",
     "admin",
 ]
 
