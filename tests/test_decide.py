@@ -414,6 +414,12 @@ def test_visibility_defaults_and_settings_social() -> None:
     assert d.refused == {sensitive: Reason.visibility}
     assert decider.decide(opted_in, "sensitive_profile", [sensitive], audience="self").ok
     assert not decider.decide(default, "sensitive_profile", [sensitive], audience="self").ok
+    # Nor does a recipient declared for `user` receive it: the buyer gets the profile only.
+    d = decider.decide(opted_in, "sensitive_profile", [sensitive], "buyer")
+    assert d.refused == {sensitive: Reason.recipient_not_declared}
+    assert Decider(cp).decide(default, "provide_service", [name], "buyer").refused.get(name) != (
+        Reason.recipient_not_declared
+    )
 
     hidden = state(
         cp, "provide_service", settings={f"visibility:{name}": "self", f"visibility:{post}": "members"}

@@ -33,8 +33,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
+from fiduciary.policy.compile import reaches
 from fiduciary.policy.model import DataForm
-from fiduciary.policy.taxonomy import is_within, suggest
+from fiduciary.policy.taxonomy import suggest
 
 if TYPE_CHECKING:
     from fiduciary.core import Fiduciary
@@ -152,7 +153,7 @@ def _check(
         if (
             rec.categories
             and c not in rec.categories
-            and not any(is_within(c, k) for k in rec.source.categories)
+            and not any(reaches(c, k, cp.sensitive) for k in rec.source.categories)
         ):
             raise AggregateRefused(f"recipient {recipient!r} is not declared for category {c!r}")
         if not cp.purpose_covers(purpose, c):

@@ -40,7 +40,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
 
-from fiduciary.policy.compile import CompiledPolicy, CompiledPurpose
+from fiduciary.policy.compile import CompiledPolicy, CompiledPurpose, reaches
 from fiduciary.policy.model import Basis, ConsentMode, DataForm, Role, Visibility
 from fiduciary.policy.taxonomy import is_within
 
@@ -363,11 +363,11 @@ class Decider:
             return Reason.recipient_not_declared
         src = rec.source
         # rec.categories holds the known categories; a finer key below a declared one is
-        # covered too, as purpose_covers does for purposes.
+        # covered too, as purpose_covers does for purposes (sensitive ones only when named).
         if (
             rec.categories
             and category not in rec.categories
-            and not any(is_within(category, c) for c in src.categories)
+            and not any(reaches(category, c, self.cp.sensitive) for c in src.categories)
         ):
             return Reason.recipient_not_declared
         if src.form in (DataForm.aggregate, DataForm.anonymized):
