@@ -175,6 +175,19 @@ def test_law10_risk_decides_who_must_be_told(fid: Fiduciary, tmp_path: Path) -> 
         fid.breaches.close(mid.id)
 
 
+def test_an_authority_reference_is_kept_in_the_register_not_the_audit_log(fid: Fiduciary) -> None:
+    """Portal references and reasons are free text: the register keeps them; the audit entry
+    binds the event by digest (a reference such as AP-2026-0042 looks like a phone number)."""
+    b = fid.breaches.detect("Laptop lost", nature="An unencrypted laptop was lost.")
+    fid.breaches.notify_authority(b.id, reference="AP-2026-0042")
+    (ev,) = [e for e in fid.breaches.get(b.id).events if e.kind == "notified_authority"]
+    assert ev.detail is not None and ev.detail["reference"] == "AP-2026-0042"
+    (entry,) = list(fid.audit.query(action="breach.notified_authority"))
+    assert entry.detail is not None and "reference" not in entry.detail
+    assert entry.detail["breach_id"] == b.id and len(entry.detail["event_sha256"]) == 64
+    assert fid.audit.verify().ok
+
+
 def test_law10_bad_input_changes_nothing(fid: Fiduciary) -> None:
     (sid,) = customers(fid, 1)
     with pytest.raises(BreachInputError, match="nature looks like it holds an email address"):

@@ -5,7 +5,7 @@
                             categories=["user.contact.email"], subject_ids=ids)
     fid.breaches.assess(b.id, risk="high", consequences="...", measures="...")
     letter = fid.breaches.authority_notice(b.id)   # the text for the supervisory authority
-    fid.breaches.notify_authority(b.id, reference="AP-2026-0042")
+    fid.breaches.notify_authority(b.id, reference="AP-2026-0042")  # the portal's reference
     fid.breaches.notify_subjects(b.id, mailer)     # mails everyone affected, in batches
     fid.breaches.close(b.id)
 
@@ -23,6 +23,7 @@ and 34(2) ask for. The register holds no personal data in clear: its texts are c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Iterable, Sequence
@@ -65,6 +66,7 @@ DEFAULT_AUTHORITY_WITHIN: Final = Period.parse("72 hours")
 NOTICE_PURPOSE: Final = "breach_notice"
 CHUNK: Final = 5000
 _TEXT_LIMITS: Final = {"title": 200, "reference": 128}
+_FREE_TEXT: Final = frozenset({"reference", "delay_reason", "summary"})  # kept out of the audit log
 _LONG: Final = 5000
 RISK_WORDS: Final = {
     UNASSESSED: "not yet assessed",
@@ -203,14 +205,18 @@ def _aware(value: object, what: str) -> datetime:
         raise BreachInputError(f"{what} {value.isoformat()} is out of range") from None
 
 
-def _text(value: object, what: str, limit: int = _LONG, *, required: bool = False) -> str | None:
+def _text(
+    value: object, what: str, limit: int = _LONG, *, required: bool = False, prose: bool = True
+) -> str | None:
     if value is None:
         if required:
             raise BreachInputError(f"{what} is required")
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise BreachInputError(f"{what} must be 1-{limit} characters of text")
-    found = find_personal_data(value)
+    # Prose is checked for addresses and numbers; an identifier (an authority's reference
+    # such as "AP-2026-0042") is not prose and would look like a phone number.
+    found = find_personal_data(value) if prose else None
     if found:
         raise BreachInputError(
             f"{what} looks like it holds {found}: describe the breach without anyone's personal data"
@@ -293,13 +299,17 @@ class BreachRegister:
     def _event(
         self, conn: Connection, breach_id: str, kind: str, at: datetime, actor: str, detail: dict[str, Any]
     ) -> None:
+        text = json.dumps(detail, sort_keys=True)
         conn.execute(
-            insert(T.breach_events).values(
-                breach_id=breach_id, kind=kind, at=at, actor=actor, detail=json.dumps(detail, sort_keys=True)
-            )
+            insert(T.breach_events).values(breach_id=breach_id, kind=kind, at=at, actor=actor, detail=text)
         )
+        # The audit entry binds the ledger row by its digest; free text (a description, an
+        # authority's reference, reasons for a delay) stays in the register, since the audit
+        # log refuses anything that looks like personal data and "AP-2026-0042" can.
+        facts = {k: v for k, v in detail.items() if k not in _FREE_TEXT}
+        facts["event_sha256"] = hashlib.sha256(text.encode()).hexdigest()
         self.fid.audit.append(
-            conn, actor=actor, action=f"breach.{kind}", result="ok", detail={"breach_id": breach_id, **detail}
+            conn, actor=actor, action=f"breach.{kind}", result="ok", detail={"breach_id": breach_id, **facts}
         )
 
     def _open(self, breach_id: str) -> Breach:
@@ -449,7 +459,7 @@ class BreachRegister:
         (Art. 33(1)). A further notification (Art. 33(4): in phases) is recorded too."""
         moment = _aware(now, "now") if now is not None else datetime.now(UTC)
         when = _aware(at, "at") if at is not None else moment
-        ref = _text(reference, "reference", _TEXT_LIMITS["reference"])
+        ref = _text(reference, "reference", _TEXT_LIMITS["reference"], prose=False)
         why = _text(delay_reason, "delay_reason")
         who = self._actor(actor)
         b = self._open(breach_id)
