@@ -105,3 +105,11 @@ def test_example_create_builds_the_app_database(tmp_path: Path) -> None:
     assert "10 tables" in result.output
     unknown = runner.invoke(app, ["example", "create", "nope", "--database-url", url])
     assert unknown.exit_code == 2 and "the examples are" in unknown.output
+
+
+def test_keys_create_help_names_every_scope() -> None:
+    from fiduciary.cli_web import keys_create
+    from fiduciary.web.auth import SCOPES
+
+    doc = " ".join((keys_create.__doc__ or "").split())
+    assert [s for s in SCOPES if s not in doc] == []

@@ -475,7 +475,7 @@ def example_create(
 def worker(
     concurrency: Annotated[int, typer.Option(help="Jobs run at once in this worker.")] = 1,
 ) -> None:
-    """Run a Celery worker for rights-request jobs (needs FIDUCIARY_BROKER_URL)."""
+    """Run a Celery worker for jobs: rights requests and retention sweeps (needs FIDUCIARY_BROKER_URL)."""
     from fiduciary.jobs import start_worker
 
     s = _settings()

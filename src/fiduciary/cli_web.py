@@ -209,7 +209,8 @@ def keys_create(
     """Create an API key and print it once: only its hash is stored.
 
     Scopes: subjects:read, subjects:write, consent:read, consent:write, decisions,
-    requests:read, requests:write, audit:read, policy:read, metrics:read, admin.
+    requests:read, requests:write, audit:read, policy:read, metrics:read,
+    disclosures:read, disclosures:write, breaches:read, breaches:write, admin.
     """
     from fiduciary.web.auth import AuthInputError, create_api_key
 
