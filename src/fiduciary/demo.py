@@ -358,12 +358,13 @@ def _sign_up(
     # The app's own records of each person's choices, as the ledger's events.
     events: list[NewEvent] = []
 
-    def event(uid: int, kind: EventKind, scope: str) -> None:
+    def event(uid: int, kind: EventKind, scope: str, value: str | None = None) -> None:
         events.append(
             NewEvent(
                 subject_id=subject_of[uid],
                 kind=kind,
                 scope=scope,
+                value=value,
                 channel="import",
                 policy_version=version,
                 actor=ACTOR,
@@ -384,6 +385,9 @@ def _sign_up(
             event(uid, EventKind.recipient_opt_out, "intercom")
         if rng.random() < 0.4:  # accepted the statistics cookies on the banner
             event(uid, EventKind.consent_given, "site_statistics")
+            # The banner's own record of the same choice: the center's cookie section
+            # must not show "Analytics" off to a person who accepted them.
+            event(uid, EventKind.setting, "cookies:analytics", "granted")
     fid.consent.record_many(events)
     return emails
 

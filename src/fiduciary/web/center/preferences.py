@@ -226,7 +226,8 @@ def _cookies(cp: CompiledPolicy, st: SubjectState, gpc_on: bool) -> Section | No
             continue
         title, intro = COOKIE_CATEGORY_WORDS[cat]
         names = "; ".join(f"{c.name}: {provider_name(cp, c.provider)}" for c in cookies)
-        hint = f"{intro} Cookies and similar technologies: {names}."
+        # A provider's name may end in a full stop ("Intercom, Inc."): one stop, not two.
+        hint = f"{intro} Cookies and similar technologies: {names.rstrip('.')}."
         name = f"cookies:{cat.value}"
         if cat == CookieCategory.strictly_necessary:
             items.append(Item(name, title, hint, "toggle", "on", lambda _n: [], locked="Always on."))

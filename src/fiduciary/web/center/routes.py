@@ -638,6 +638,7 @@ def request_status(request: Request, request_id: str) -> Response:
         type_words=TYPE_WORDS.get(v.type, humanise(v.type)),
         status_words=STATUS_WORDS.get(v.status, humanise(v.status)),
         due=format_date(v.due_at.date()),
+        closed=format_date(v.closed_at.date()) if v.closed_at else "",
         events=events,
         downloadable=v.status in ("done", "partial")
         and v.type in ("access", "portability", "shine_the_light"),

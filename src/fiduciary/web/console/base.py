@@ -8,7 +8,9 @@ name in ``routes.PAGES``. The navigation shows a user only the pages their role'
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +30,7 @@ from fiduciary.web.deps import web_of
 from fiduciary.web.state import WebState
 
 PREFIX: Final = "/console"
+_ISO_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,12 @@ def detail_text(detail: object) -> str:
             return ", ".join(one(x) for x in v) or "none"
         if isinstance(v, dict):
             return "{" + detail_text(v) + "}"
+        if isinstance(v, str) and _ISO_TIME.match(v):
+            # A due date or the like, stored as ISO: shown as every other time on the page.
+            with contextlib.suppress(ValueError):
+                at = datetime.fromisoformat(v)
+                if at.tzinfo is not None:
+                    return when(at)
         return "" if v is None else str(v)
 
     return "; ".join(f"{k}: {one(v)}" for k, v in detail.items())
