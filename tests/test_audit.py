@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Engine, event, func, insert, select, text
 
 from fiduciary import audit
 from fiduciary.audit import GENESIS, AuditLog, find_personal_data
@@ -391,6 +392,71 @@ def test_caller_write_and_its_entry_commit_together(log: AuditLog, stores: Store
         )
         log.append(conn, actor="svc", action="vault.write", subject_id="s1")
     assert [e.action for e in log.query(subject_id="s1")] == ["vault.write"]
+    assert log.verify().ok
+
+
+@contextmanager
+def statements_of(log: AuditLog) -> Iterator[list[str]]:
+    """The statements sent to the log's store during the block (BEGIN not counted)."""
+    seen: list[str] = []
+
+    def on(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if not statement.startswith("BEGIN"):
+            seen.append(statement)
+
+    event.listen(log.data, "before_cursor_execute", on)
+    try:
+        yield seen
+    finally:
+        event.remove(log.data, "before_cursor_execute", on)
+
+
+@pytest.mark.parametrize("n", [1, 7, audit.COPY_ABOVE + 5])
+def test_a_batch_extends_the_chain_with_three_statements(log: AuditLog, n: int) -> None:
+    log.append(None, actor="svc", action="first")
+    with statements_of(log) as seen:
+        log.append_many(None, [{"actor": "svc", "action": "vault.read", "detail": {"n": n}}] * n)
+    # The head read, the rows (one INSERT; or COPY, which SQLAlchemy does not see), the head;
+    # and the signed checkpoints the batch reaches, in one insert.
+    copied = n > audit.COPY_ABOVE and log.data.dialect.name == "postgresql"
+    checkpoints = [x for x in seen if "audit_checkpoints" in x]
+    assert len(checkpoints) == (1 if n >= EVERY else 0)
+    assert len(seen) - len(checkpoints) == (2 if copied else 3)
+    assert "audit_head" in seen[0] and "audit_head" in seen[-1]
+    assert log.head()[0] == 1 + n
+    assert log.verify().ok
+
+
+def test_entries_appended_during_a_batch_are_one_extension(log: AuditLog, stores: Stores) -> None:
+    log.append(None, actor="svc", action="first")
+    with statements_of(log) as seen, stores.data.begin() as conn, log.batch(conn):
+        assert log.append(conn, actor="svc", action="request.read", subject_id="s1") == 0
+        log.append_many(conn, [{"actor": "svc", "action": "vault.read", "subject_id": "s1"}] * 2)
+        with log.batch(conn):  # an inner block joins the outer one
+            log.append(conn, actor="svc", action="request.running", subject_id="s1")
+        assert seen == []  # nothing written yet: held until the block ends
+        if stores.backend == "postgresql":  # (SQLite: the open transaction holds the database)
+            log.append(None, actor="other", action="own.transaction")  # another connection: now
+    heads = [s for s in seen if "audit_head" in s]
+    assert len(heads) == (4 if stores.backend == "postgresql" else 2)  # 2 per extension
+    actions = [e.action for e in log.query()]
+    other = ["own.transaction"] if stores.backend == "postgresql" else []
+    assert actions == ["first", *other, "request.read", "vault.read", "vault.read", "request.running"]
+    assert log.verify().ok
+
+
+def test_a_batch_left_by_an_error_writes_nothing_and_checks_entries_at_once(
+    log: AuditLog, stores: Stores
+) -> None:
+    with pytest.raises(RuntimeError), stores.data.begin() as conn, log.batch(conn):
+        log.append(conn, actor="svc", action="kept.back")
+        with pytest.raises(ValueError, match="email address"):
+            log.append(conn, actor="svc", action="bad", detail={"to": "ann@example.com"})
+        raise RuntimeError("the caller's transaction fails")
+    assert log.head() == (0, GENESIS)
+    with stores.data.begin() as conn, log.batch(conn):
+        log.append(conn, actor="svc", action="after")
+    assert [e.action for e in log.query()] == ["after"]
     assert log.verify().ok
 
 

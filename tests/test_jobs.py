@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from fiduciary.config import Settings
@@ -29,6 +30,7 @@ from fiduciary.jobs import (
     cancel,
     complete_step,
     create_job,
+    drive_job,
     executor_from_settings,
     job_status,
     lease_step,
@@ -40,7 +42,7 @@ from fiduciary.jobs import (
     unregister_job_end,
     wait_for,
 )
-from fiduciary.jobs.runner import Lease, error_text, load_cipher
+from fiduciary.jobs.runner import Lease, _complete_and_claim, error_text, load_cipher
 from fiduciary.store import make_engine, upgrade
 from fiduciary.store.tables import job_steps, jobs, request_keys
 from fiduciary.vault.keyring import Keyring
@@ -472,3 +474,85 @@ def test_executor_from_settings(tmp_path: Path) -> None:
     celery = executor_from_settings(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))
     assert isinstance(celery, CeleryExecutor)  # nothing is sent until a submit
     celery.close()
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+@contextmanager
+def statements(*engines: Any) -> Iterator[list[str]]:
+    """The statements sent to the engines during the block (SQLite's BEGIN not counted)."""
+    seen: list[str] = []
+
+    def on(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if not statement.startswith("BEGIN"):
+            seen.append(statement)
+
+    for e in engines:
+        event.listen(e, "before_cursor_execute", on)
+    try:
+        yield seen
+    finally:
+        for e in engines:
+            event.remove(e, "before_cursor_execute", on)
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_a_step_costs_one_statement(stores: Stores, keyring: Keyring, local: bool) -> None:
+    """Create 3 (key, job, steps), start 2 (job running, step 0 claimed), one per step
+    (completion and the next claim together), end 2 (job row, key); a job handed over in
+    the same process (local) reads neither its plan nor its key."""
+    r = res(stores, keyring)
+    specs = [StepSpec("t_emit"), StepSpec("t_append", None, {"n": 1}), StepSpec("t_append", None, {"n": 2})]
+    with statements(stores.data, stores.keys) as created:
+        job = create_job(stores.data, stores.keys, keyring, "erase", specs, inputs={"x": 1}, local=local)
+    with statements(stores.data, stores.keys) as ran:
+        drive_job(job, "w", r)
+    assert len(created) == 3
+    assert len(ran) == (2 if local else 4) + len(specs) + 2, ran
+    st = job_status(stores.data, job)
+    assert st.status == DONE and [s.attempts for s in st.steps] == [1, 1, 1]
+    assert r["log"] == [("emit", 0, "w"), ("append", 1, [0]), ("append", 2, [0, 1])]
+    with stores.data.connect() as conn:  # the results are cleared with the job's end ...
+        assert conn.execute(select(func.count()).where(job_steps.c.result.is_not(None))).scalar() == 0
+    assert key_count(stores, job) == 0  # ... and the key is gone
+
+
+def test_a_job_no_hook_waits_for_ends_with_its_last_step(stores: Stores, keyring: Keyring) -> None:
+    ended: list[tuple[str, str]] = []
+
+    def hook(end: JobEnd) -> None:
+        ended.append((end.job_id, end.status))
+
+    register_job_end("t_failhook", hook, on=(FAILED,))
+    try:
+        r = res(stores, keyring)
+        ok = create_job(stores.data, stores.keys, keyring, "t_failhook", [StepSpec("t_emit")])
+        bad = create_job(stores.data, stores.keys, keyring, "t_failhook", [StepSpec("t_permanent", "app.x")])
+        assert run_job(ok, "w", r).status == DONE
+        assert run_job(bad, "w", r).status == FAILED
+    finally:
+        unregister_job_end("t_failhook", hook)
+    assert ended == [(bad, FAILED)]
+    with pytest.raises(ValueError, match="done and/or failed"):
+        register_job_end("t_failhook", hook, on=("cancelled",))
+
+
+def test_a_completion_after_a_takeover_claims_nothing(stores: Stores, keyring: Keyring) -> None:
+    """A worker whose lease was taken over completes nothing and does not claim the next
+    step: the row of the step it held is guarded, and the transaction rolled back."""
+    job = create_job(stores.data, stores.keys, keyring, "erase", [StepSpec("t_emit"), StepSpec("t_emit")])
+    a = lease_step(stores.data, job, "worker-a", lease_seconds=0.2)
+    assert isinstance(a, Lease)
+    time.sleep(0.3)
+    b = lease_step(stores.data, job, "worker-b", lease_seconds=30)
+    assert isinstance(b, Lease) and b.attempt == 2
+    nxt = StepSpec("t_emit")
+    assert _complete_and_claim(stores.data, a, None, nxt, 30) is False
+    st = job_status(stores.data, job)
+    assert [(s.status, s.leased_by) for s in st.steps] == [("running", "worker-b"), ("pending", None)]
+    claimed = _complete_and_claim(stores.data, b, None, nxt, 30)
+    assert isinstance(claimed, Lease)
+    assert (claimed.seq, claimed.attempt, claimed.worker_id) == (1, 1, "worker-b")
+    st = job_status(stores.data, job)
+    assert [(s.status, s.leased_by) for s in st.steps] == [("done", None), ("running", "worker-b")]

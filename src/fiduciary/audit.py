@@ -16,6 +16,10 @@ checkpoints kept elsewhere (``checkpoints()`` lists them for export).
 
 Appenders lock the head row (``audit_head``, id 1), so concurrent processes extend one
 chain; an entry appended inside a caller's transaction commits, or rolls back, with it.
+Extending the chain costs three statements whatever the number of entries (the locked read
+of the head, one INSERT of the rows, the head UPDATE): ``append_many`` writes a batch that
+way, and ``batch(conn)`` collects every entry appended on a connection during a block
+(whichever component appends it) into one such extension at the block's end.
 
 The verifier reads the log in seq order, in chunks (bounded memory), and names each
 problem with its seq and kind:
@@ -39,8 +43,10 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -49,7 +55,7 @@ from typing import Any, Literal, NoReturn
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, Insert, Row, insert, select, update
+from sqlalchemy import Connection, Engine, Insert, Row, bindparam, insert, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -317,6 +323,14 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 # -- the log ---------------------------------------------------------------------------------
 
+# The head's statements, built once (an append runs them every time).
+_LOCK_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == HEAD_ID).with_for_update()
+_SET_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == HEAD_ID)
+    .values(seq=bindparam("p_seq"), hash=bindparam("p_hash"))
+)
+
 
 # (actor, action, purpose, subject pseudonym, result, detail JSON): an entry ready to chain.
 _Prepared = tuple[str, str, str | None, str | None, str, str | None]
@@ -343,6 +357,9 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self._signer = keyring.signing_key()
         self._key_id = keyring.verify_key_id()
+        # Entries held back by batch(), per connection (id of the Connection object).
+        self._batches: dict[int, list[_Prepared]] = {}
+        self._batch_lock = threading.Lock()
 
     # -- pseudonyms
     def pseudonym(self, subject_id: str) -> str:
@@ -366,25 +383,72 @@ class AuditLog:
     ) -> int:
         """Append one entry and return its seq. With ``conn`` the entry is written in the
         caller's transaction (it commits or rolls back with the caller's write); without,
-        in a transaction of its own."""
+        in a transaction of its own. Inside ``batch(conn)`` the entry is checked now and
+        written with the batch at the block's end, and 0 is returned (no seq yet)."""
         prepared = [self._prepare(actor, action, purpose, subject_id, result, detail, None)]
         if conn is None:
             with self.data.begin() as own:
                 return self._write(own, prepared)
+        if self._held(conn, prepared):
+            return 0
         return self._write(conn, prepared)
 
     def append_many(self, conn: Connection | None, entries: Sequence[Mapping[str, Any]]) -> None:
-        """Append several entries, in order, with one set-based insert (executemany; COPY on
-        PostgreSQL). Each entry is a mapping with the keyword arguments of ``append``. Every
-        entry is checked before anything is written: one bad entry writes none."""
+        """Append several entries, in order, as one extension of the chain: one locked read
+        of the head, one INSERT of every row (COPY on PostgreSQL for large batches), one
+        head UPDATE. Each entry is a mapping with the keyword arguments of ``append``.
+        Every entry is checked before anything is written: one bad entry writes none."""
         prepared = [self._prepare_mapping(e, i) for i, e in enumerate(entries)]
         if not prepared:
             return
         if conn is None:
             with self.data.begin() as own:
                 self._write(own, prepared)
-        else:
+        elif not self._held(conn, prepared):
             self._write(conn, prepared)
+
+    @contextmanager
+    def batch(self, conn: Connection) -> Iterator[None]:
+        """Hold back the entries appended on ``conn`` during the block and write them, in
+        the order appended, as one extension of the chain when the block ends: three
+        statements for the whole transaction, however many components append to it.
+        Entries are still checked when appended (bad input fails at the call). A block
+        left by an exception writes nothing (the caller's transaction rolls back anyway).
+        A block inside another on the same connection joins it.
+
+        The head is locked only from the block's end to the commit, so concurrent
+        appenders wait less than with appends spread over the transaction."""
+        key = id(conn)
+        with self._batch_lock:
+            if key in self._batches:
+                outer = False
+            else:
+                self._batches[key] = []
+                outer = True
+        if not outer:
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            with self._batch_lock:
+                self._batches.pop(key, None)
+            raise
+        with self._batch_lock:
+            pending = self._batches.pop(key)
+        if pending:
+            self._write(conn, pending)
+
+    def _held(self, conn: Connection, prepared: list[_Prepared]) -> bool:
+        """Queue ``prepared`` when ``conn`` is inside batch(); False when it is not."""
+        if not self._batches:  # the usual case, without taking the lock
+            return False
+        with self._batch_lock:
+            pending = self._batches.get(id(conn))
+            if pending is None:
+                return False
+            pending.extend(prepared)
+        return True
 
     def _prepare_mapping(self, entry: Mapping[str, Any], index: int) -> _Prepared:
         if type(entry) is not dict and not isinstance(entry, Mapping):
@@ -457,13 +521,12 @@ class AuditLog:
     def _lock_head(self, conn: Connection) -> tuple[int, str]:
         # FOR UPDATE serializes appenders on PostgreSQL (and MySQL); SQLite renders nothing,
         # its transactions are serial already (BEGIN IMMEDIATE, see store/engine.py).
-        stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == HEAD_ID).with_for_update()
-        row = conn.execute(stmt).first()
+        row = conn.execute(_LOCK_HEAD).first()
         if row is None:
             # The first append ever creates the head. Two first appenders may race: the
             # insert ignores a conflict, and the locking read then waits for the winner.
             _insert_head_if_missing(conn)
-            row = conn.execute(stmt).one()
+            row = conn.execute(_LOCK_HEAD).one()
         return int(row.seq), str(row.hash)
 
     def _write(self, conn: Connection, entries: list[_Prepared]) -> int:
@@ -484,7 +547,7 @@ class AuditLog:
         _insert_rows(conn, rows)
         if checkpoints:
             conn.execute(insert(audit_checkpoints), checkpoints)
-        conn.execute(update(audit_head).where(audit_head.c.id == HEAD_ID).values(seq=seq, hash=prev))
+        conn.execute(_SET_HEAD, {"p_seq": seq, "p_hash": prev})
         return seq
 
     def _checkpoint(self, seq: int, entry_hash: str, at: datetime) -> dict[str, Any]:
@@ -605,19 +668,37 @@ COPY_SQL = f"COPY {audit_log.name} ({_COLUMN_LIST}) FROM STDIN"
 QMARK_SQL = f"INSERT INTO {audit_log.name} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 
 
+# Up to this many rows, PostgreSQL gets one multi-row INSERT: a single round trip, where
+# COPY needs a few (start, data, end) and only pays off for larger batches.
+COPY_ABOVE = 100
+_values_sql: dict[int, str] = {}
+
+
+def _pg_values_sql(n: int) -> str:
+    sql = _values_sql.get(n)
+    if sql is None:
+        one = "(" + ", ".join(["%s"] * len(ROW_COLUMNS)) + ")"
+        sql = f"INSERT INTO {audit_log.name} ({_COLUMN_LIST}) VALUES " + ", ".join([one] * n)
+        _values_sql[n] = sql
+    return sql
+
+
 def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """One set-based statement for the batch (rows in ROW_COLUMNS order), in the given
     connection's transaction.
 
-    - PostgreSQL with psycopg: COPY. The driver's executemany sends one INSERT per row
-      (pipelined): about 30,000 rows/s here, while COPY of the same rows runs at
-      70,000-140,000/s.
+    - PostgreSQL with psycopg: one multi-row INSERT for up to COPY_ABOVE rows, else COPY.
+      The driver's executemany sends one INSERT per row (pipelined): about 30,000 rows/s
+      here, while COPY of the same rows runs at 70,000-140,000/s.
     - SQLite: the driver's executemany on a prepared INSERT, skipping SQLAlchemy's per-row
       parameter processing (half the cost of a batch); the time is converted once, by
       SQLAlchemy's own processor for the column, so it is stored exactly as usual.
     - elsewhere: SQLAlchemy Core executemany."""
     dialect = conn.dialect
-    if len(rows) > 1 and dialect.name == "postgresql" and dialect.driver == "psycopg":
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        if len(rows) <= COPY_ABOVE:
+            conn.exec_driver_sql(_pg_values_sql(len(rows)), tuple(v for r in rows for v in r))
+            return
         driver = conn.connection.driver_connection  # the psycopg.Connection, in this transaction
         assert driver is not None  # a connection in use is always checked out
         with driver.cursor() as cursor, cursor.copy(COPY_SQL) as copy:

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 from fiduciary.config import Settings
 from fiduciary.jobs import resources as job_resources
 from fiduciary.jobs.model import DATA, KEYS, JobNotFound
-from fiduciary.jobs.runner import default_worker_id, recover, run_job
+from fiduciary.jobs.runner import default_worker_id, drive_job, recover, run_job
 
 log = logging.getLogger("fiduciary.jobs")
 
@@ -125,7 +125,7 @@ class InlineExecutor:
             with self._cond:
                 self._queued.discard(job_id)
             try:
-                run_job(
+                drive_job(
                     job_id,
                     self.worker_id,
                     self.resources,

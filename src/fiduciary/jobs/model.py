@@ -26,7 +26,7 @@ parameters (``StepSpec.params``) are stored in clear and must not; personal inpu
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -200,7 +200,7 @@ class JobEnd:
 JobEndHook = Callable[[JobEnd], None]
 
 _steps: dict[str, StepHandler] = {}
-_end_hooks: dict[str, list[JobEndHook]] = {}
+_end_hooks: dict[str, list[tuple[JobEndHook, frozenset[str]]]] = {}
 _lock = threading.Lock()
 
 
@@ -241,25 +241,32 @@ def registered_steps() -> frozenset[str]:
     return frozenset(_steps)
 
 
-def register_job_end(kind: str, hook: JobEndHook) -> None:
-    """Call ``hook`` when a job of ``kind`` ends as done or failed (not on cancel: the
-    caller of cancel does its own bookkeeping). At least once: a worker dying during
-    the end is followed by another that calls it again, so hooks must be idempotent."""
+def register_job_end(kind: str, hook: JobEndHook, *, on: Iterable[str] = (DONE, FAILED)) -> None:
+    """Call ``hook`` when a job of ``kind`` ends with a status in ``on`` (done and failed
+    by default; not on cancel: the caller of cancel does its own bookkeeping). At least
+    once: a worker dying during the end is followed by another that calls it again, so
+    hooks must be idempotent. A job whose end no hook waits for ends in the transaction
+    that completes its last step (see ``fiduciary.jobs.runner``): say ``on=(FAILED,)``
+    when only failures matter."""
+    statuses = frozenset(on)
+    bad = sorted(statuses - {DONE, FAILED})
+    if bad or not statuses:
+        raise ValueError(f"on: done and/or failed, got {sorted(statuses)}")
     with _lock:
         hooks = _end_hooks.setdefault(kind, [])
-        if hook not in hooks:
-            hooks.append(hook)
+        if all(h != hook for h, _ in hooks):
+            hooks.append((hook, statuses))
 
 
 def unregister_job_end(kind: str, hook: JobEndHook) -> None:
     with _lock:
         hooks = _end_hooks.get(kind, [])
-        if hook in hooks:
-            hooks.remove(hook)
+        hooks[:] = [(h, on) for h, on in hooks if h != hook]
 
 
-def end_hooks(kind: str) -> tuple[JobEndHook, ...]:
-    return tuple(_end_hooks.get(kind, ()))
+def end_hooks(kind: str, status: str | None = None) -> tuple[JobEndHook, ...]:
+    """The hooks of jobs of ``kind`` (those waiting for ``status``, when given)."""
+    return tuple(h for h, on in _end_hooks.get(kind, ()) if status is None or status in on)
 
 
 __all__ = [

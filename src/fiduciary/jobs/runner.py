@@ -10,14 +10,25 @@ How a worker runs a job (``run_job``):
    length;
 3. store the result (AES-GCM under the job key) and ``done`` in one UPDATE guarded by the
    lease (``leased_by`` and ``attempts``): a worker whose lease expired and was taken over
-   changes nothing — its late result is discarded;
+   changes nothing — its late result is discarded. The same statement claims the next
+   step (``RETURNING`` says which rows it changed; the transaction is rolled back unless
+   the completed step is among them), so a step costs one statement, not a lease read, a
+   lease write and a completion;
 4. a handler that raises is retried with exponential backoff up to ``max_attempts`` runs
    (a worker lost mid-step counts as a run), then the step and the job fail with the
    error's first line (SQL parameter dumps and DETAIL lines, which can hold personal data,
    are never stored);
 5. when no step is left: job-end hooks, the job key is destroyed, the job marked final and
    the result blobs cleared. Each of these is idempotent, so a worker dying between them
-   is followed by another that finishes the end.
+   is followed by another that finishes the end. A job whose end no hook waits for (see
+   ``register_job_end(on=...)``) is marked final, with its results cleared, in the
+   transaction that completes its last step; its key is destroyed right after (the
+   ``recover`` sweep destroys it if the worker dies in between).
+
+Costs, for a job of n steps run by one worker: create 3 statements (the key, the job, all
+steps in one executemany), start 2 (the job running, step 0 claimed), one per step, then
+1 for the job row and 1 for the key. A job created with ``local=True`` hands its plan and
+key to a run in the same process (an inline executor), which then reads neither.
 
 Steps may therefore run twice; see the idempotency contract in ``fiduciary.jobs.model``.
 """
@@ -33,6 +44,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, delete, func, insert, or_, select, update
 
 from fiduciary.jobs.model import (
     CANCELLED,
@@ -109,6 +121,16 @@ def _stored(engine: Engine | Connection, at: datetime) -> datetime:
     return utc.replace(tzinfo=None) if engine.dialect.name == "sqlite" else utc
 
 
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for one read; on PostgreSQL in autocommit, which saves the BEGIN and
+    ROLLBACK round trips (a single statement sees one snapshot anyway)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
 # --------------------------------------------------------------------------- the job key
 
 
@@ -158,7 +180,7 @@ def _store_key(keys: Engine, keyring: Keyring, job_id: str) -> JobCipher:
 
 def load_cipher(keys: Engine, keyring: Keyring, job_id: str) -> JobCipher | None:
     """The job's cipher; None once the key was destroyed (the job ended)."""
-    with keys.connect() as conn:
+    with _reading(keys) as conn:
         row = conn.execute(
             select(request_keys.c.kek_id, request_keys.c.wrapped).where(request_keys.c.owner_id == job_id)
         ).first()
@@ -173,8 +195,29 @@ def load_cipher(keys: Engine, keyring: Keyring, job_id: str) -> JobCipher | None
 
 def destroy_key(keys: Engine, job_id: str) -> None:
     """Crypto-shred the job's results and inputs (idempotent)."""
+    _take_local(job_id)
     with keys.begin() as conn:
         conn.execute(delete(request_keys).where(request_keys.c.owner_id == job_id))
+
+
+# Plans and keys of jobs created with local=True, for a run in this process (an inline
+# executor): taken once by run_job. Bounded: a job this process never runs (its executor
+# closed first) falls out, and is then read from the stores like any other.
+_LOCAL_MAX = 256
+_local: OrderedDict[str, tuple[_Plan, JobCipher]] = OrderedDict()
+_local_lock = threading.Lock()
+
+
+def _keep_local(job_id: str, plan: _Plan, cipher: JobCipher) -> None:
+    with _local_lock:
+        _local[job_id] = (plan, cipher)
+        while len(_local) > _LOCAL_MAX:
+            _local.popitem(last=False)
+
+
+def _take_local(job_id: str) -> tuple[_Plan, JobCipher] | None:
+    with _local_lock:
+        return _local.pop(job_id, None)
 
 
 # --------------------------------------------------------------------------- creating
@@ -198,6 +241,8 @@ def create_job(
     job_id: str | None = None,
     require_handlers: bool = True,
     within: Callable[[Connection, str], None] | None = None,
+    conn: Connection | None = None,
+    local: bool = False,
 ) -> str:
     """Persist a plan and return the job id. Nothing runs yet: hand the id to an executor.
 
@@ -208,7 +253,13 @@ def create_job(
     ``within(conn, job_id)`` runs in the transaction that inserts the job rows: whatever
     must exist together with the job or not at all (the requests it serves marked running)
     commits or rolls back with it, so no crash can leave one without the other. If it
-    raises, no job is stored."""
+    raises, no job is stored.
+
+    ``conn``: insert the job rows in the caller's transaction on the data store instead of
+    one of this call's own. The key is committed at once (it lives in the key store): a
+    caller whose transaction then fails calls ``destroy_key`` (an orphan key is harmless
+    random bytes, but noise). ``local``: the job will run in this process (an inline
+    executor): its plan and key are kept in memory for that run, saving it two reads."""
     if not isinstance(kind, str) or not 0 < len(kind) <= 24:
         raise PlanError(f"job kind {kind!r}: 1 to 24 characters expected")
     if not steps:
@@ -230,38 +281,54 @@ def create_job(
             raise PlanError(f"{where}: target must be a string of at most 256 characters")
         if not isinstance(spec.params, Mapping):
             raise PlanError(f"{where}: params must be a mapping, got {type(spec.params).__name__}")
-        _check_json(dict(spec.params), f"{where} params")
         plan_steps.append({"kind": spec.kind, "target": spec.target, "params": dict(spec.params)})
+    if inputs is not None and not isinstance(inputs, Mapping):
+        raise PlanError(f"job {kind!r}: inputs must be a mapping, got {type(inputs).__name__}")
+    try:
+        # One serialisation checks every step's params at once; only a failure looks
+        # for the step to name.
+        steps_json = json.dumps(plan_steps, allow_nan=False)
+    except (TypeError, ValueError):
+        for seq, st in enumerate(plan_steps):
+            _check_json(st["params"], f"job {kind!r} step {seq} params")
+        raise  # pragma: no cover - one of the steps raised above
     if inputs is not None:
-        if not isinstance(inputs, Mapping):
-            raise PlanError(f"job {kind!r}: inputs must be a mapping, got {type(inputs).__name__}")
         _check_json(dict(inputs), f"job {kind!r} inputs")
 
     jid = job_id or secrets.token_hex(16)
     # The key first: a job row whose key is missing could never run, while a key whose job
     # insert failed is only an orphan random key (removed below on the way out).
     cipher = _store_key(keys, keyring, jid)
-    plan: dict[str, Any] = {"format": PLAN_FORMAT, "steps": plan_steps}
-    if inputs is not None:
-        plan["inputs"] = base64.b64encode(cipher.seal_inputs(inputs)).decode()
+    sealed = None if inputs is None else cipher.seal_inputs(inputs)
+    # {"format", "steps", "inputs"}, around the steps' JSON made above (not made twice).
+    extra = "" if sealed is None else f', "inputs": "{base64.b64encode(sealed).decode()}"'
+    plan_json = f'{{"format": {PLAN_FORMAT}, "steps": {steps_json}{extra}}}'
     now = _now()
+
+    def insert_rows(c: Connection) -> None:
+        c.execute(insert(jobs).values(id=jid, kind=kind, status=PENDING, created_at=now, plan=plan_json))
+        c.execute(
+            insert(job_steps),
+            [
+                {"job_id": jid, "seq": seq, "kind": st["kind"], "target": st["target"], "status": PENDING}
+                for seq, st in enumerate(plan_steps)
+            ],
+        )
+        if within is not None:
+            within(c, jid)
+
     try:
-        with data.begin() as conn:
-            conn.execute(
-                insert(jobs).values(id=jid, kind=kind, status=PENDING, created_at=now, plan=json.dumps(plan))
-            )
-            conn.execute(
-                insert(job_steps),
-                [
-                    {"job_id": jid, "seq": seq, "kind": s["kind"], "target": s["target"], "status": PENDING}
-                    for seq, s in enumerate(plan_steps)
-                ],
-            )
-            if within is not None:
-                within(conn, jid)
+        if conn is None:
+            with data.begin() as own:
+                insert_rows(own)
+        else:
+            insert_rows(conn)
     except BaseException:
         destroy_key(keys, jid)
         raise
+    if local:
+        specs = tuple(StepSpec(st["kind"], st["target"], st["params"]) for st in json.loads(steps_json))
+        _keep_local(jid, _Plan(kind, PENDING, specs, sealed), cipher)
     return jid
 
 
@@ -274,7 +341,7 @@ class _Plan:
 
 
 def _load_plan(data: Engine, job_id: str) -> _Plan:
-    with data.connect() as conn:
+    with _reading(data) as conn:
         row = conn.execute(select(jobs.c.kind, jobs.c.status, jobs.c.plan).where(jobs.c.id == job_id)).first()
     if row is None:
         raise JobNotFound(job_id)
@@ -304,45 +371,48 @@ def _step_state(r: Any) -> StepState:
 
 
 def job_status(data: Engine, job_id: str) -> JobStatus:
-    """The job and each of its steps (two SELECTs)."""
-    with data.connect() as conn:
-        job = conn.execute(
-            select(jobs.c.id, jobs.c.kind, jobs.c.status, jobs.c.created_at, jobs.c.finished_at).where(
-                jobs.c.id == job_id
-            )
-        ).first()
-        if job is None:
-            raise JobNotFound(job_id)
+    """The job and each of its steps (one SELECT)."""
+    j, s = jobs.c, job_steps.c
+    with _reading(data) as conn:
         rows = conn.execute(
             select(
-                job_steps.c.seq,
-                job_steps.c.kind,
-                job_steps.c.target,
-                job_steps.c.status,
-                job_steps.c.attempts,
-                job_steps.c.leased_by,
-                job_steps.c.leased_until,
-                job_steps.c.error,
-                job_steps.c.finished_at,
+                j.id.label("job_id"),
+                j.kind.label("job_kind"),
+                j.status.label("job_status"),
+                j.created_at.label("job_created_at"),
+                j.finished_at.label("job_finished_at"),
+                s.seq,
+                s.kind,
+                s.target,
+                s.status,
+                s.attempts,
+                s.leased_by,
+                s.leased_until,
+                s.error,
+                s.finished_at,
             )
-            .where(job_steps.c.job_id == job_id)
-            .order_by(job_steps.c.seq)
+            .select_from(jobs.outerjoin(job_steps, s.job_id == j.id))
+            .where(j.id == job_id)
+            .order_by(s.seq)
         ).all()
-    created = _utc(job.created_at)
+    if not rows:
+        raise JobNotFound(job_id)
+    job = rows[0]
+    created = _utc(job.job_created_at)
     assert created is not None
     return JobStatus(
-        id=job.id,
-        kind=job.kind,
-        status=job.status,
+        id=job.job_id,
+        kind=job.job_kind,
+        status=job.job_status,
         created_at=created,
-        finished_at=_utc(job.finished_at),
-        steps=tuple(_step_state(r) for r in rows),
+        finished_at=_utc(job.job_finished_at),
+        steps=tuple(_step_state(r) for r in rows if r.seq is not None),
     )
 
 
 def progress(data: Engine, job_id: str) -> tuple[int, int]:
     """(steps done, steps in total): one aggregate SELECT, cheap enough to poll."""
-    with data.connect() as conn:
+    with _reading(data) as conn:
         row = conn.execute(
             select(
                 func.count(),
@@ -539,6 +609,135 @@ def complete_step(data: Engine, cipher: JobCipher, lease: Lease, result: Mapping
     """Store the result and mark the step done, if the lease still holds: one guarded
     UPDATE. False (nothing changed) when another worker took the step over."""
     blob = None if result is None else cipher.seal_result(lease.seq, result)
+    return complete_step_blob(data, lease, blob)
+
+
+# The statements of the one-worker path, built once (with bind parameters): building an
+# UPDATE with its CASEs costs more in Python than the database takes to run it.
+_s = job_steps.c
+_TS = _s.leased_until.type
+
+
+def _for_step(done: Any, other: Any) -> Any:
+    """A value for the row of step ``:p_seq`` (``done``) and for the other row(s)."""
+    return case((_s.seq == bindparam("p_seq"), done), else_=other)
+
+
+_START_JOB = (
+    update(jobs).where(jobs.c.id == bindparam("p_job"), jobs.c.status == PENDING).values(status=RUNNING)
+)
+_CLAIM_FIRST = (
+    update(job_steps)
+    .where(_s.job_id == bindparam("p_job"), _s.seq == 0, _s.status == PENDING, _s.attempts == 0)
+    .values(
+        status=RUNNING,
+        leased_by=bindparam("p_worker"),
+        leased_until=bindparam("p_until", type_=_TS),
+        attempts=1,
+    )
+)
+_HELD = and_(
+    _s.status == RUNNING, _s.leased_by == bindparam("p_worker"), _s.attempts == bindparam("p_attempt")
+)
+_ADVANCE = (
+    update(job_steps)
+    .where(
+        _s.job_id == bindparam("p_job"),
+        or_(
+            and_(_s.seq == bindparam("p_seq"), _HELD),
+            and_(
+                _s.seq == bindparam("p_next"),
+                _s.status == PENDING,
+                or_(_s.leased_until.is_(None), _s.leased_until <= bindparam("p_at", type_=_TS)),
+            ),
+        ),
+    )
+    .values(
+        status=_for_step(DONE, RUNNING),
+        result=_for_step(bindparam("p_result", type_=_s.result.type), _s.result),
+        error=_for_step(None, _s.error),
+        leased_by=_for_step(None, bindparam("p_worker")),
+        leased_until=_for_step(None, bindparam("p_until", type_=_TS)),
+        attempts=_for_step(_s.attempts, _s.attempts + 1),
+        finished_at=_for_step(bindparam("p_at", type_=_TS), _s.finished_at),
+    )
+    .returning(_s.seq, _s.attempts)
+)
+_END_JOB = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("p_job"), jobs.c.status == RUNNING)
+    .values(status=DONE, finished_at=bindparam("p_at", type_=jobs.c.finished_at.type))
+)
+_COMPLETE_LAST = (
+    update(job_steps)
+    .where(_s.job_id == bindparam("p_job"), or_(_s.seq != bindparam("p_seq"), _HELD))
+    .values(
+        result=None,
+        status=_for_step(DONE, _s.status),
+        error=_for_step(None, _s.error),
+        leased_by=_for_step(None, _s.leased_by),
+        leased_until=_for_step(None, _s.leased_until),
+        finished_at=_for_step(bindparam("p_at", type_=_TS), _s.finished_at),
+    )
+)
+
+
+def _claim_first(
+    data: Engine, job_id: str, worker_id: str, lease_seconds: float, plan: _Plan
+) -> Lease | None:
+    """Start a job no one has started: the job running and step 0 claimed, in one
+    transaction of two guarded UPDATEs (a job still pending has no step claimed ever, so
+    step 0 is pending with no attempt). None, with nothing changed, when the job is not
+    pending any more: lease_step then looks at it properly."""
+    until = _now() + timedelta(seconds=lease_seconds)
+    with data.connect() as conn, conn.begin() as trans:
+        if conn.execute(_START_JOB, {"p_job": job_id}).rowcount != 1:
+            return None
+        params = {"p_job": job_id, "p_worker": worker_id, "p_until": _stored(conn, until)}
+        if conn.execute(_CLAIM_FIRST, params).rowcount != 1:  # pragma: no cover - a pending
+            trans.rollback()  # job whose first step moved: lease_step looks again
+            return None
+    first = plan.steps[0]
+    return Lease(job_id, 0, first.kind, first.target, worker_id, 1, until)
+
+
+def _complete_and_claim(
+    data: Engine, lease: Lease, blob: bytes | None, nxt: StepSpec, lease_seconds: float
+) -> Lease | bool:
+    """Complete the leased step and claim the next one with one UPDATE of both rows.
+
+    The step is guarded by the lease as in complete_step; the next one must be pending
+    and due. ``RETURNING`` names the rows changed: both -> the next step's Lease; only
+    the completed one -> True (the next step is not ours to take now: lease_step finds
+    out why); anything without the completed step -> rolled back, False (the lease was
+    lost). Stores without ``UPDATE ... RETURNING`` take the two statements of
+    complete_step and lease_step."""
+    if not data.dialect.update_returning:  # pragma: no cover - PostgreSQL and SQLite have it
+        return complete_step_blob(data, lease, blob)
+    n, now = lease.seq, _now()
+    until = now + timedelta(seconds=lease_seconds)
+    with data.connect() as conn, conn.begin() as trans:
+        params = {
+            "p_job": lease.job_id,
+            "p_seq": n,
+            "p_next": n + 1,
+            "p_worker": lease.worker_id,
+            "p_attempt": lease.attempt,
+            "p_at": _stored(conn, now),
+            "p_until": _stored(conn, until),
+            "p_result": blob,
+        }
+        changed = {r.seq: r.attempts for r in conn.execute(_ADVANCE, params)}
+        if n not in changed:
+            trans.rollback()
+            return False
+    if n + 1 not in changed:
+        return True
+    return Lease(lease.job_id, n + 1, nxt.kind, nxt.target, lease.worker_id, changed[n + 1], until)
+
+
+def complete_step_blob(data: Engine, lease: Lease, blob: bytes | None) -> bool:
+    """complete_step with the result already sealed."""
     with data.begin() as conn:
         ok = conn.execute(
             update(job_steps)
@@ -548,6 +747,33 @@ def complete_step(data: Engine, cipher: JobCipher, lease: Lease, result: Mapping
             )
         ).rowcount
     return bool(ok)
+
+
+def _complete_last(data: Engine, lease: Lease, steps: int) -> bool | None:
+    """Complete the job's last step and end the job in one transaction: the job row done
+    (first, as cancel locks it: one lock order), then one UPDATE of the step rows that
+    completes the last (guarded by the lease) and clears every result. The guard held
+    when every row changed; else nothing is kept. For jobs no end hook waits for (the
+    hooks run before the job is marked final). True: the job ended (its key is still to
+    destroy); False: the lease was lost; None: the job is not running (cancelled): nothing
+    changed, the ordinary path takes over."""
+    now = _now()
+    with data.connect() as conn, conn.begin() as trans:
+        at = _stored(conn, now)
+        if conn.execute(_END_JOB, {"p_job": lease.job_id, "p_at": now}).rowcount != 1:
+            trans.rollback()
+            return None
+        params = {
+            "p_job": lease.job_id,
+            "p_seq": lease.seq,
+            "p_worker": lease.worker_id,
+            "p_attempt": lease.attempt,
+            "p_at": at,
+        }
+        if conn.execute(_COMPLETE_LAST, params).rowcount != steps:
+            trans.rollback()
+            return False
+    return True
 
 
 def error_text(exc: BaseException) -> str:
@@ -608,7 +834,7 @@ def finish_job(data: Engine, keys: Engine, job_id: str, status: str, resources: 
     if st.finished:
         destroy_key(keys, job_id)
         return
-    for hook in end_hooks(st.kind):
+    for hook in end_hooks(st.kind, status):
         hook(JobEnd(job_id, st.kind, status, st.error, resources))
     destroy_key(keys, job_id)
     with data.begin() as conn:
@@ -630,27 +856,88 @@ def default_worker_id(prefix: str = "w") -> str:
     return f"{prefix}@{host}:{os.getpid()}:{threading.get_ident() % 100000}:{secrets.token_hex(3)}"[:64]
 
 
-@contextmanager
-def _heartbeat(data: Engine, lease: Lease, lease_seconds: float, lost: threading.Event) -> Iterator[None]:
-    stop = threading.Event()
-    interval = max(lease_seconds / 3, 0.05)
+@dataclass
+class _Beat:
+    data: Engine
+    lease: Lease
+    lease_seconds: float
+    lost: threading.Event
+    interval: float
+    due: float  # time.monotonic() of the next renewal
 
-    def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                if not renew_lease(data, lease, lease_seconds):
-                    lost.set()
-                    return
-            except Exception:  # the store briefly unreachable: the next beat tries again
-                log.warning("job %s step %d: lease renewal failed", lease.job_id, lease.seq, exc_info=True)
 
-    t = threading.Thread(target=beat, name=f"lease-{lease.job_id[:8]}-{lease.seq}", daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join()
+class _Heartbeats:
+    """One thread per process renews the leases of every step running in it, each every
+    third of its lease; a renewal that finds the lease gone sets the step's ``lost``
+    event. (A thread per step cost about a millisecond to start and join, more than a
+    short step's own bookkeeping.)"""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # Also in a forked child: the parent's thread is not there, and its lock may have
+        # been held at the fork.
+        self._cond = threading.Condition()
+        self._held: dict[int, _Beat] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+        self._wake_at: float | None = None  # when the thread wakes next; None: when told
+
+    @contextmanager
+    def keep(self, data: Engine, lease: Lease, lease_seconds: float, lost: threading.Event) -> Iterator[None]:
+        interval = max(lease_seconds / 3, 0.05)
+        beat = _Beat(data, lease, lease_seconds, lost, interval, time.monotonic() + interval)
+        with self._cond:
+            key = self._next = self._next + 1
+            self._held[key] = beat
+            if self._thread is None or not self._thread.is_alive():  # started on first use
+                self._thread = threading.Thread(target=self._run, name="fiduciary-leases", daemon=True)
+                self._thread.start()
+            if self._wake_at is None or beat.due < self._wake_at:
+                self._cond.notify()  # else it wakes in time anyway: no thread switch per step
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [(k, b) for k, b in self._held.items() if b.due <= now]
+                if not due:
+                    self._wake_at = min((b.due for b in self._held.values()), default=None)
+                    self._cond.wait(None if self._wake_at is None else self._wake_at - now)
+                    self._wake_at = None
+                    continue
+            for key, b in due:
+                try:
+                    ok = renew_lease(b.data, b.lease, b.lease_seconds)
+                except Exception:  # the store briefly unreachable: the next beat tries again
+                    log.warning(
+                        "job %s step %d: lease renewal failed", b.lease.job_id, b.lease.seq, exc_info=True
+                    )
+                    ok = True
+                with self._cond:
+                    if self._held.get(key) is not b:
+                        continue  # the step ended meanwhile
+                    if ok:
+                        b.due = time.monotonic() + b.interval
+                    else:
+                        b.lost.set()
+                        del self._held[key]
+
+
+_BEATS = _Heartbeats()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_BEATS._reset)
+
+
+def _heartbeat(data: Engine, lease: Lease, lease_seconds: float, lost: threading.Event) -> Any:
+    """Renew ``lease`` while the block runs (see _Heartbeats)."""
+    return _BEATS.keep(data, lease, lease_seconds, lost)
 
 
 def _engines(resources: Mapping[str, object]) -> tuple[Engine, Engine, Keyring]:
@@ -665,7 +952,7 @@ def _engines(resources: Mapping[str, object]) -> tuple[Engine, Engine, Keyring]:
 
 def _load_results(data: Engine, cipher: JobCipher, job_id: str, after: int, before: int) -> dict[int, Any]:
     s = job_steps.c
-    with data.connect() as conn:
+    with _reading(data) as conn:
         rows = conn.execute(
             select(s.seq, s.result)
             .where(s.job_id == job_id, s.seq > after, s.seq < before, s.status == DONE)
@@ -694,31 +981,76 @@ def run_job(
     waits up to ``wait_for_lease`` seconds (default: 1.5 leases) for it to end — a dead
     worker's lease expires and is taken over — then returns the status as it is: a live
     worker is still on the job."""
+    drive_job(
+        job_id,
+        worker_id,
+        resources,
+        lease_seconds,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        wait_for_lease=wait_for_lease,
+        heartbeat=heartbeat,
+        on_progress=on_progress,
+    )
+    data, _, _ = _engines(resources)
+    return job_status(data, job_id)
+
+
+def drive_job(
+    job_id: str,
+    worker_id: str,
+    resources: Mapping[str, object],
+    lease_seconds: float = 30,
+    *,
+    max_attempts: int = 3,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    wait_for_lease: float | None = None,
+    heartbeat: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """``run_job`` without reading the status at the end (executors do not need it)."""
     data, keys, keyring = _engines(resources)
     if max_attempts < 1 or lease_seconds <= 0:
         raise ValueError("max_attempts >= 1 and lease_seconds > 0 expected")
     patience = 1.5 * lease_seconds if wait_for_lease is None else wait_for_lease
-    plan = _load_plan(data, job_id)
-    if plan.status in FINAL:
-        return job_status(data, job_id)
-    cipher = load_cipher(keys, keyring, job_id)
+    handed = _take_local(job_id)
+    cipher: JobCipher | None
+    if handed is not None:
+        plan, cipher = handed
+    else:
+        plan = _load_plan(data, job_id)
+        if plan.status in FINAL:
+            return
+        cipher = load_cipher(keys, keyring, job_id)
     inputs: Mapping[str, Any] = {}
     if cipher is not None and plan.inputs is not None:
         inputs = cipher.open_inputs(plan.inputs)
+    last = len(plan.steps) - 1
+    # Ending in the last step's transaction skips the hooks: only when none waits for "done".
+    quick_end = not end_hooks(plan.kind, DONE)
     results: dict[int, Any] = {}
     waiting_since: float | None = None
+    ahead: Lease | None = None  # the next step, claimed with the completion of the previous
+    if cipher is not None and plan.status == PENDING:
+        ahead = _claim_first(data, job_id, worker_id, lease_seconds, plan)
     while True:
-        got = lease_step(data, job_id, worker_id, lease_seconds, max_attempts=max_attempts)
+        got: Lease | _Blocked | _Ended
+        if ahead is not None:
+            got, ahead = ahead, None
+        else:
+            got = lease_step(data, job_id, worker_id, lease_seconds, max_attempts=max_attempts)
         if isinstance(got, _Ended):
             if not got.final:
                 finish_job(data, keys, job_id, DONE if got.status == DONE else FAILED, resources)
-            return job_status(data, job_id)
+            return
         if isinstance(got, _Blocked):
             now = time.monotonic()
             if got.holder is not None:
                 waiting_since = now if waiting_since is None else waiting_since
                 if now - waiting_since > patience:
-                    return job_status(data, job_id)
+                    return
             left = (got.until - _now()).total_seconds()
             time.sleep(min(max(left, 0.02), 1.0))
             continue
@@ -734,9 +1066,9 @@ def run_job(
             # have it, so this counts as a failed attempt rather than failing the job.
             fail_step(data, lease, str(exc), retry=True, max_attempts=max_attempts, backoff=backoff)
             continue
-        last = max(results, default=-1)
-        if last < lease.seq - 1:
-            results.update(_load_results(data, cipher, job_id, last, lease.seq))
+        loaded = max(results, default=-1)
+        if loaded < lease.seq - 1:
+            results.update(_load_results(data, cipher, job_id, loaded, lease.seq))
         ctx = StepContext(
             job_id=job_id,
             job_kind=plan.kind,
@@ -787,17 +1119,37 @@ def run_job(
                 outcome,
             )
             continue
-        if complete_step(data, cipher, lease, result):
-            results[lease.seq] = None if result is None else dict(result)
-            if on_progress is not None:
-                on_progress(*progress(data, job_id))
+        kept: Lease | bool | None
+        if lease.seq == last and quick_end:
+            # The last result is never stored: the job's end clears every result.
+            kept = _complete_last(data, lease, len(plan.steps))
+            if kept is True:
+                destroy_key(keys, job_id)
+                log.info("job %s (%s) %s", job_id, plan.kind, DONE)
+                if on_progress is not None:
+                    on_progress(len(plan.steps), len(plan.steps))
+                return
+            if kept is None:  # not running any more (cancelled): the ordinary completion
+                kept = complete_step_blob(data, lease, None)
         else:
+            blob = None if result is None else cipher.seal_result(lease.seq, result)
+            if lease.seq < last:
+                kept = _complete_and_claim(data, lease, blob, plan.steps[lease.seq + 1], lease_seconds)
+            else:
+                kept = complete_step_blob(data, lease, blob)
+        if kept is False:
             log.warning(
                 "job %s step %d: %s finished after losing its lease; its result was rejected",
                 job_id,
                 lease.seq,
                 worker_id,
             )
+            continue
+        results[lease.seq] = None if result is None else dict(result)
+        if isinstance(kept, Lease):
+            ahead = kept
+        if on_progress is not None:
+            on_progress(*progress(data, job_id))
 
 
 # --------------------------------------------------------------------------- recovery
@@ -884,6 +1236,7 @@ __all__ = [
     "create_job",
     "default_worker_id",
     "destroy_key",
+    "drive_job",
     "error_text",
     "fail_step",
     "finish_job",

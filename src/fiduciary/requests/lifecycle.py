@@ -55,7 +55,8 @@ import logging
 import secrets
 import statistics
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -63,7 +64,7 @@ from hashlib import sha256
 from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, delete, func, insert, select, text, update
 
 from fiduciary.audit import AuditLog, find_personal_data
 from fiduciary.mail import (
@@ -149,6 +150,51 @@ _MAX_PAYLOAD = 64 * 1024
 _FORGOTTEN_INDEX = b"\x00" * 32  # the requester index of a forgotten request: links nothing
 _IN_CHUNK = 1000
 _DEFAULT_RECORDS_KEPT = Period.parse("24 months")
+
+# Statements a run executes for every batch, built once.
+_rq, _ev, _rk = T.requests.c, T.request_events.c, T.request_keys.c
+_IDS: Any = bindparam("p_ids", expanding=True)
+_Q_KEYS = select(_rk.owner_id, _rk.kek_id, _rk.wrapped).where(_rk.owner_id.in_(_IDS))
+_Q_LOCK = (
+    select(
+        T.requests,
+        select(_ev.id)
+        .where(_ev.request_id == _rq.id, _ev.kind == "child_report")
+        .exists()
+        .label("child_report"),
+    )
+    .where(_rq.id.in_(_IDS))
+    .with_for_update(of=T.requests)
+)
+_START = (
+    update(T.requests)
+    .where(_rq.id.in_(_IDS), _rq.status.in_((VERIFIED, APPROVED)))
+    .values(status=RUNNING, job_id=bindparam("p_job"))
+)
+_CLOSE_VALUES = {"status": bindparam("p_status"), "closed_at": bindparam("p_at", type_=_rq.closed_at.type)}
+_CLOSE_COLS = (_rq.id, _rq.subject_id, _rq.type, _rq.payload)
+_CLOSE = (
+    update(T.requests)
+    .where(_rq.id.in_(_IDS), _rq.status == RUNNING)
+    .values(**_CLOSE_VALUES)
+    .returning(*_CLOSE_COLS)
+)
+_CLOSE_OF_JOB = (
+    update(T.requests)
+    .where(_rq.id.in_(_IDS), _rq.status == RUNNING, _rq.job_id == bindparam("p_job"))
+    .values(**_CLOSE_VALUES)
+    .returning(*_CLOSE_COLS)
+)
+
+
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads; on PostgreSQL in autocommit, which saves the BEGIN and the
+    ROLLBACK round trips (one statement sees one snapshot anyway)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -458,6 +504,25 @@ class RequestDesk:
             raise DecryptionError(f"key of request {request_id}: {len(key)} bytes, {KEY_SIZE} expected")
         return key
 
+    def load_keys(self, request_ids: Sequence[str]) -> dict[str, bytes]:
+        """The data keys of many requests (one read per 1,000); a request whose key is gone
+        (its requester forgotten) is left out."""
+        ids = list(dict.fromkeys(request_ids))
+        out: dict[str, bytes] = {}
+        with _reading(self.keys) as kconn:
+            for i in range(0, len(ids), _IN_CHUNK):
+                for rid, kek_id, wrapped in kconn.execute(_Q_KEYS, {"p_ids": ids[i : i + _IN_CHUNK]}):
+                    key = unseal(
+                        AESGCM(self.keyring.kek_by_id(kek_id)),
+                        bytes(wrapped),
+                        owner_key_aad(rid, kek_id),
+                        f"key of request {rid}",
+                    )
+                    if len(key) != KEY_SIZE:
+                        raise DecryptionError(f"key of request {rid}: {len(key)} bytes, {KEY_SIZE} expected")
+                    out[rid] = key
+        return out
+
     def _drop_keys(self, request_ids: Sequence[str]) -> None:
         rk = T.request_keys.c
         with self.keys.begin() as kconn:
@@ -476,8 +541,9 @@ class RequestDesk:
             AESGCM(key), encode_value(dict(payload), "request payload"), _PAYLOAD_TAG + request_id.encode()
         )
 
-    def _open_payload(self, request_id: str, blob: bytes) -> dict[str, Any]:
-        key = self._load_key(request_id)
+    def _open_payload(self, request_id: str, blob: bytes, key: bytes | None = None) -> dict[str, Any]:
+        if key is None and blob:
+            key = self._load_key(request_id)
         if key is None or not blob:
             raise ContactForgotten(request_id)
         value = decode_value(unseal(AESGCM(key), blob, _PAYLOAD_TAG + request_id.encode(), "request payload"))
@@ -822,17 +888,37 @@ class RequestDesk:
         self, request_id: str, payload_blob: bytes, letter: Letter, template: str, at: datetime
     ) -> None:
         """A mail that follows a committed state change; failures are recorded."""
-        try:
-            email = self._open_payload(request_id, payload_blob)["contact"].get(EMAIL)
-        except ContactForgotten:
-            email = None
-        if email is None:
-            return
+        self._mail_many([(request_id, payload_blob, letter, template)], at)
+
+    def _mail_many(
+        self,
+        letters: Sequence[tuple[str, bytes, Letter, str]],
+        at: datetime,
+        contacts: Mapping[str, str] | None = None,
+    ) -> None:
+        """Mails that follow a committed state change, each (request id, its payload, the
+        letter, the template): the addresses from ``contacts`` (request id -> email) when
+        the caller has them, else from the requesters' details (one key read for all); one
+        event insert for every outcome (``mailed`` or ``mail_failed``). A requester who
+        gave no email, or was forgotten, is not mailed."""
+        given = contacts or {}
+        need = [rid for rid, blob, _, _ in letters if rid not in given and blob]
+        keys = self.load_keys(need) if need else {}
         events: list[dict[str, Any]] = []
-        if self._mail(email, letter, request_id, template, at, events):
-            events.append(self._event(request_id, "mailed", at, "system", {"template": template}))
-        with self.data.begin() as conn:
-            self._events_insert(conn, events)
+        for rid, blob, letter, template in letters:
+            email = given.get(rid)
+            if email is None:
+                key = keys.get(rid)
+                if key is None or not blob:
+                    continue  # forgotten: there is nobody to tell
+                email = self._open_payload(rid, blob, key)["contact"].get(EMAIL)
+                if email is None:
+                    continue
+            if self._mail(email, letter, rid, template, at, events):
+                events.append(self._event(rid, "mailed", at, "system", {"template": template}))
+        if events:
+            with self.data.begin() as conn:
+                self._events_insert(conn, events)
 
     # ---------------------------------------------------------------------- verification
     def verify_code(
@@ -1297,47 +1383,95 @@ class RequestDesk:
         job_id: str | None = None,
         actor: str = "system",
         now: datetime | None = None,
+        rows: Mapping[str, Any] | None = None,
+        audit: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         """``start_many`` in the caller's transaction on the data store: the runner starts
         the requests in the transaction that creates their job, so a crash leaves both or
-        neither."""
+        neither. ``rows``: the requests' rows as ``lock_for_run`` read them in this
+        transaction (not read again); ``audit``: entries of the caller's to append with
+        the start's own (one extension of the audit chain)."""
         at = _utc(now)
         ids = list(dict.fromkeys(request_ids))
         if not ids:
             return
-        rq, ev = T.requests.c, T.request_events.c
-        rows = self._rows(conn, ids)
-        needs_approval = set(
-            conn.execute(
-                select(ev.request_id).where(ev.request_id.in_(ids), ev.kind == "child_report")
-            ).scalars()
-        )
+        if rows is None:
+            rows = self.lock_for_run(conn, ids)
         for rid in ids:
             r = rows[rid]
             if r.status not in (VERIFIED, APPROVED):
                 hint = " (verify it first)" if r.status == RECEIVED else ""
                 raise InvalidTransition(rid, f"cannot run a request that is {r.status}{hint}")
-            if rid in needs_approval and r.status != APPROVED:
+            if r.child_report and r.status != APPROVED:
                 raise InvalidTransition(rid, "a child report runs only once the privacy team approved it")
-        conn.execute(
-            update(T.requests)
-            .where(rq.id.in_(ids), rq.status.in_((VERIFIED, APPROVED)))
-            .values(status=RUNNING, job_id=job_id)
-        )
+        conn.execute(_START, {"p_ids": ids, "p_job": job_id})
         detail = {"job": job_id} if job_id else None
         self._events_insert(conn, [self._event(rid, "running", at, actor, detail) for rid in ids])
         self.audit.append_many(
             conn,
             [
-                {
-                    "actor": actor,
-                    "action": "request.running",
-                    "subject_id": rows[rid].subject_id,
-                    "detail": {"request": rid, "type": rows[rid].type, "job": job_id},
-                }
-                for rid in ids
+                *audit,
+                *(
+                    {
+                        "actor": actor,
+                        "action": "request.running",
+                        "subject_id": rows[rid].subject_id,
+                        "detail": {"request": rid, "type": rows[rid].type, "job": job_id},
+                    }
+                    for rid in ids
+                ),
             ],
         )
+
+    def lock_for_run(self, conn: Connection, request_ids: Sequence[str]) -> dict[str, Any]:
+        """The requests' rows, locked in the caller's transaction (one SELECT per 1,000),
+        each with ``child_report`` (a child report runs only once approved). Unknown ids
+        raise UnknownRequest."""
+        ids = list(dict.fromkeys(request_ids))
+        rows: dict[str, Any] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            rows.update((r.id, r) for r in conn.execute(_Q_LOCK, {"p_ids": ids[i : i + _IN_CHUNK]}))
+        for rid in ids:
+            if rid not in rows:
+                raise UnknownRequest(rid)
+        return rows
+
+    def requesters(
+        self,
+        rows: Mapping[str, Any],
+        *,
+        purpose: str = "request_fulfilment",
+        actor: str = "system",
+        record: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Requester]:
+        """``requester`` for a batch whose rows the caller read (``lock_for_run``): one
+        key read for all. Each read is audited: appended at once in a transaction of its
+        own, or, with ``record``, added to that list for the caller to append in the
+        transaction that acts on what was read. ContactForgotten if one is forgotten."""
+        keys = self.load_keys(list(rows))
+        out: dict[str, Requester] = {}
+        entries: list[dict[str, Any]] = []
+        for rid, row in rows.items():
+            payload = self._open_payload(rid, bytes(row.payload), keys.get(rid))
+            out[rid] = Requester(
+                contact=dict(payload["contact"]),
+                details=dict(payload["details"]),
+                data_points=dict(payload["data_points"]),
+            )
+            entries.append(
+                {
+                    "actor": actor,
+                    "action": "request.read_requester",
+                    "purpose": purpose,
+                    "subject_id": row.subject_id,
+                    "detail": {"request": rid},
+                }
+            )
+        if record is not None:
+            record.extend(entries)
+        elif entries:
+            self.audit.append_many(None, entries)
+        return out
 
     def job_failed(
         self,
@@ -1427,40 +1561,54 @@ class RequestDesk:
         outcomes: Mapping[str, bool],
         *,
         detail: Mapping[str, Any] | None = None,
+        details: Mapping[str, Mapping[str, Any]] | None = None,
         actor: str = "system",
         now: datetime | None = None,
+        job_id: str | None = None,
+        contacts: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
-        """``finish`` for a batch: {request id: partial?}. One UPDATE per outcome, one event
-        insert, one audit append; then one mail each. Any request not running raises and
-        none is finished."""
+        """``finish`` for a batch: {request id: partial?}. ``details`` adds, per request,
+        to the common ``detail`` (neither may hold personal data). One UPDATE per outcome
+        (done, partial), one event insert and one audit append for all; then the mails,
+        with one key read and one event insert for all.
+
+        Without ``job_id``, any request not running raises and none is finished. With it,
+        only the requests still running under that job are finished and the others left
+        alone (an earlier attempt of the job's step finished them): a step may run twice.
+        ``contacts`` (request id -> email) spares decrypting the requesters' details when
+        the caller has them. Returns {request id: done | partial} of those finished."""
         at = _utc(now)
-        ids = list(outcomes)
+        ids = list(dict.fromkeys(outcomes))
         if not ids:
             return {}
         extra = _check_json(detail, "detail")
-        if extra:
-            found = find_personal_data(json.dumps(extra))
+        own = {rid: _check_json(d, f"details[{rid!r}]") for rid, d in (details or {}).items() if d}
+        stray = sorted(set(own) - set(ids))
+        if stray:
+            raise RequestInputError(f"details: request(s) {', '.join(stray)} are not being finished")
+        if extra or own:
+            found = find_personal_data(json.dumps([extra, own]))
             if found:
                 raise RequestInputError(f"detail: looks like it contains {found}; leave personal data out")
-        rq = T.requests.c
         result = {rid: PARTIAL if outcomes[rid] else DONE for rid in ids}
         with self.data.begin() as conn:
-            rows = self._rows(conn, ids)
-            for rid in ids:
-                if rows[rid].status != RUNNING:
-                    raise InvalidTransition(
-                        rid, f"cannot finish a request that is {rows[rid].status} (not running)"
-                    )
-            for status in (DONE, PARTIAL):
-                part = [rid for rid in ids if result[rid] == status]
-                if part:
-                    conn.execute(
-                        update(T.requests)
-                        .where(rq.id.in_(part), rq.status == RUNNING)
-                        .values(status=status, closed_at=at)
-                    )
+            rows = self._close(conn, ids, result, at, job_id)
+            if job_id is None:
+                for rid in ids:
+                    if rid not in rows:
+                        rq = T.requests.c
+                        status = conn.execute(select(rq.status).where(rq.id == rid)).scalar()
+                        if status is None:
+                            raise UnknownRequest(rid)
+                        raise InvalidTransition(
+                            rid, f"cannot finish a request that is {status} (not running)"
+                        )
+            ids = [rid for rid in ids if rid in rows]
+            if not ids:
+                return {}
+            said = {rid: {**extra, **own.get(rid, {})} for rid in ids}
             self._events_insert(
-                conn, [self._event(rid, result[rid], at, actor, extra or None) for rid in ids]
+                conn, [self._event(rid, result[rid], at, actor, said[rid] or None) for rid in ids]
             )
             self.audit.append_many(
                 conn,
@@ -1469,21 +1617,65 @@ class RequestDesk:
                         "actor": actor,
                         "action": f"request.{result[rid]}",
                         "subject_id": rows[rid].subject_id,
-                        "detail": {"request": rid, "type": rows[rid].type, **extra},
+                        "detail": {"request": rid, "type": rows[rid].type, **said[rid]},
                     }
                     for rid in ids
                 ],
             )
-        for rid in ids:
-            letter = done_letter(
-                organization=self.organization,
-                request_type=rows[rid].type,
-                reference=rid,
-                partial=result[rid] == PARTIAL,
-                status_url=self._url(rid),
+        letters = [
+            (
+                rid,
+                bytes(rows[rid].payload),
+                done_letter(
+                    organization=self.organization,
+                    request_type=rows[rid].type,
+                    reference=rid,
+                    partial=result[rid] == PARTIAL,
+                    status_url=self._url(rid),
+                ),
+                result[rid],
             )
-            self._mail_after(rid, bytes(rows[rid].payload), letter, result[rid], at)
-        return result
+            for rid in ids
+        ]
+        self._mail_many(letters, at, contacts)
+        return {rid: result[rid] for rid in ids}
+
+    def _close(
+        self,
+        conn: Connection,
+        ids: Sequence[str],
+        result: Mapping[str, str],
+        at: datetime,
+        job_id: str | None,
+    ) -> dict[str, Any]:
+        """Close the requests still running (under ``job_id``, when given) with their
+        outcome; returns the rows closed (id, subject_id, type, payload). With UPDATE ...
+        RETURNING (PostgreSQL, SQLite) the update is the read: one statement per outcome
+        and 1,000 requests."""
+        rows: dict[str, Any] = {}
+        returning = conn.dialect.update_returning
+        if not returning:  # pragma: no cover - PostgreSQL and SQLite have it
+            locked = self._rows(conn, ids)
+            ids = [
+                rid
+                for rid in ids
+                if locked[rid].status == RUNNING and (job_id is None or locked[rid].job_id == job_id)
+            ]
+            rows = {rid: locked[rid] for rid in ids}
+        q = _CLOSE if job_id is None else _CLOSE_OF_JOB
+        for status in (DONE, PARTIAL):
+            part = [rid for rid in ids if result[rid] == status]
+            for i in range(0, len(part), _IN_CHUNK):
+                chunk = part[i : i + _IN_CHUNK]
+                params = {"p_ids": chunk, "p_status": status, "p_at": at, "p_job": job_id}
+                if returning:
+                    rows.update((r.id, r) for r in conn.execute(q, params))
+                else:  # pragma: no cover
+                    conds = [_rq.id.in_(chunk), _rq.status == RUNNING]
+                    if job_id is not None:
+                        conds.append(_rq.job_id == job_id)
+                    conn.execute(update(T.requests).where(*conds).values(status=status, closed_at=at))
+        return rows
 
     # ------------------------------------------------------------------------------ reads
     def _view(self, r: Any, events: Sequence[RequestEvent], at: datetime) -> RequestView:

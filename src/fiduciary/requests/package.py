@@ -76,6 +76,7 @@ __all__ = [
     "PackageError",
     "PackageRequest",
     "build_access_package",
+    "build_shine_the_light",
 ]
 
 FORMAT: Final = "fiduciary.access_package"
@@ -689,6 +690,93 @@ def build_access_package(
     return _zip(files, generated)
 
 
+def build_shine_the_light(
+    cp: CompiledPolicy,
+    *,
+    reference: str,
+    received_at: datetime,
+    generated_at: datetime,
+    disclosures: Sequence[Mapping[str, Any]] | None = None,
+) -> bytes:
+    """The answer to a Shine the Light request (PLV-13, Cal. Civ. Code 1798.83), as ZIP
+    bytes (``data.json``, ``report.txt``): every recipient the policy lets use personal
+    information for its own direct marketing, or buy it, with its name, address and the
+    kinds of products it markets; and, from the disclosure ledger (``disclosures``: the
+    requester's ``DisclosureLedger.shine_the_light`` records), which of them received the
+    requester's data in the period and which categories. ``disclosures`` None: the
+    requester is not a subject we know, so nothing can have been disclosed about them."""
+    if disclosures is not None and (
+        isinstance(disclosures, str | bytes | Mapping) or not isinstance(disclosures, Sequence)
+    ):
+        raise PackageError("disclosures: expected a list of records")
+    received = _utc(received_at)
+    start = datetime(received.year - 1, 1, 1, tzinfo=UTC)
+    by_recipient: dict[str, list[Mapping[str, Any]]] = {}
+    for i, d in enumerate(disclosures or ()):
+        if not isinstance(d, Mapping):
+            raise PackageError(f"disclosures[{i}]: expected a record (a mapping)")
+        by_recipient.setdefault(str(d.get("recipient") or ""), []).append(d)
+    recipients: list[dict[str, Any]] = []
+    for key, cr in sorted(cp.recipients.items()):
+        src = cr.source
+        if not (src.direct_marketing or src.sale):
+            continue
+        got = by_recipient.get(key, [])
+        shared = sorted({str(c) for d in got for c in (d.get("categories") or [])})
+        recipients.append(
+            {
+                "key": key,
+                "name": src.name,
+                "address": src.address,
+                "products": list(src.products),
+                "categories": sorted(cr.categories),
+                "sale": src.sale,
+                "direct_marketing": src.direct_marketing,
+                "received_your_data": bool(got),
+                "categories_disclosed": shared,
+                "category_names_disclosed": [category_name(cp, c) for c in shared],
+                "disclosures": [
+                    {"at": str(d.get("at")), "categories": list(d.get("categories") or [])} for d in got
+                ],
+            }
+        )
+    org = cp.policy.organization.name
+    doc = {
+        "format": "fiduciary.shine_the_light",
+        "reference": reference,
+        "organization": org,
+        "received_at": received.isoformat(),
+        "generated_at": _utc(generated_at).isoformat(),
+        "period": {"from": start.isoformat(), "to": received.isoformat()},
+        "subject_known": disclosures is not None,
+        "recipients": recipients,
+    }
+    lines = [f"Disclosures for direct marketing purposes — {org}", ""]
+    if not recipients:
+        lines.append("We do not share personal information with anyone for their own direct marketing.")
+    for rec in recipients:
+        lines.append(f"- {rec['name']}" + (f", {rec['address']}" if rec["address"] else ""))
+        if rec["products"]:
+            lines.append(f"  Products or services: {', '.join(rec['products'])}")
+        if rec["categories"]:
+            lines.append(f"  Categories of personal information: {', '.join(rec['categories'])}")
+        since = f"since {start:%d %B %Y}".replace(" 0", " ")
+        if rec["received_your_data"]:
+            lines.append(f"  Received yours {since}: {', '.join(rec['category_names_disclosed'])}")
+        else:
+            lines.append(f"  Received none of yours {since}.")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in (
+            ("data.json", json.dumps(doc, ensure_ascii=False, indent=1).encode()),
+            ("report.txt", ("\n".join(lines) + "\n").encode()),
+        ):
+            info = zipfile.ZipInfo(name, _ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, data)
+    return buf.getvalue()
+
+
 def _csv(c: _Collection, names: _Names) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
@@ -742,6 +830,19 @@ class _View:
         self.recipients: dict[str, list[str]] = {
             c: _recipients_for(cp, c, self.purposes[c]) for c in self.categories
         }
+        # The disclosure ledger's recipients are listed too, with what they received: the
+        # report names who did receive the person's data, not only who may.
+        disclosed: set[str] = set()
+        for d in disclosures:
+            rk = str(d.get("recipient") or "")
+            if rk not in cp.recipients:
+                continue
+            disclosed.add(rk)
+            got = d.get("categories") or []
+            keys = [got] if isinstance(got, str) else [str(k) for k in got]
+            for cat in self.categories:
+                if rk not in self.recipients[cat] and any(cat == k or is_within(cat, k) for k in keys):
+                    self.recipients[cat].append(rk)
         self.rules: dict[str, list[str]] = {
             c: [k for k in cp.retention if k in cp.retention_by_category.get(c, ())] for c in self.categories
         }
@@ -758,7 +859,9 @@ class _View:
                         self.redacted[cat] = self.redacted.get(cat, 0) + 1
         self.purposes_used = [p for p in cp.purposes if any(p in self.purposes[c] for c in self.categories)]
         self.recipients_used = [
-            r for r in cp.recipients if any(r in self.recipients[c] for c in self.categories)
+            r
+            for r in cp.recipients
+            if r in disclosed or any(r in self.recipients[c] for c in self.categories)
         ]
         self.rules_used = [r for r in cp.retention if any(r in self.rules[c] for c in self.categories)]
         self.jv = _jurisdiction_view(cp, request.jurisdiction)

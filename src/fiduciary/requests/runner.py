@@ -22,8 +22,11 @@ and persists ONE job whose steps serve every request of the batch, grouped by ty
   ``req.notify`` -> ``req.finish``; rectify: ``req.rectify`` (vault write) ->
   ``req.notify`` -> ``req.finish``; close_account: ``req.close`` -> ``req.finish``.
 
-Personal data (the identities each request is searched by, fetched rows) travels only in
-the job's encrypted inputs and results; step params carry request ids and keys only.
+Personal data (the identities each request is searched by, the requesters' email
+addresses, the vault's values, fetched rows) travels only in the job's encrypted inputs
+and results; step params carry request ids and keys only. ``run`` reads what the steps
+need once, for the whole batch, in the transaction that stores the job; the steps read no
+request again (see docs/requests.md, "What a run costs our own stores").
 Every handler is idempotent (see ``fiduciary.jobs.model``): erasure masks are
 deterministic, files are replaced by (request, name), ledger events are skipped when the
 subject's state already says so, finished requests are not finished again, and webhooks
@@ -38,10 +41,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
-import json
 import logging
-import zipfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -50,6 +51,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fiduciary.connectors.manual import ManualConnector
 from fiduciary.connectors.sql import ErasureResult, Found, SQLConnector
@@ -66,19 +69,20 @@ from fiduciary.jobs import (
     StepContext,
     StepSpec,
     create_job,
+    destroy_key,
     job_status,
     register_job_end,
     register_step,
     wait_for,
 )
 from fiduciary.jobs import resources as job_resources
+from fiduciary.policy.compile import CompiledPolicy
 from fiduciary.policy.model import RequestType
 from fiduciary.policy.taxonomy import is_within
 from fiduciary.requests.lifecycle import (
     APPROVED,
     DONE,
     PARTIAL,
-    RUNNING,
     VERIFIED,
     InvalidTransition,
     RequestDesk,
@@ -86,12 +90,12 @@ from fiduciary.requests.lifecycle import (
     RequestInputError,
     RequestView,
 )
-from fiduciary.requests.package import PackageRequest, build_access_package
+from fiduciary.requests.package import PackageRequest, build_access_package, build_shine_the_light
 from fiduciary.requests.plan import Plan, PlanNode, build_plan
 from fiduciary.store import tables as T
 from fiduciary.vault.crypto import seal, unseal
 from fiduciary.vault.normalize import IdentityError, normalize
-from fiduciary.vault.vault import SubjectErased, UnknownSubject
+from fiduciary.vault.vault import StoredValue, SubjectErased, UnknownSubject
 
 if TYPE_CHECKING:
     from fiduciary.config import Settings
@@ -158,6 +162,11 @@ def _jsonable(value: object) -> Any:
     return str(value)
 
 
+def _aware(at: datetime) -> datetime:
+    """UTC-aware (SQLite hands times back naive, in UTC)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def erasure_key(keyring: Any) -> bytes:
     """The key of the ``hmac`` masking strategy: derived from the keyring's token key, so
     every worker masks a value the same way (a re-run writes the same bytes)."""
@@ -183,6 +192,25 @@ def connector_map(
             made[key] = SQLConnector(target)
         out[ds] = made[key]
     return out
+
+
+_plans: dict[tuple[str, tuple[str, ...]], Plan] = {}
+_plans_lock = threading.Lock()
+
+
+def _plan_for(cp: CompiledPolicy, kinds: Iterable[str]) -> Plan:
+    """build_plan, kept per policy digest and identity kinds: a plan is immutable, and
+    run() and every step of a job would otherwise build the same one again."""
+    key = (cp.digest, tuple(sorted(set(kinds))))
+    with _plans_lock:
+        plan = _plans.get(key)
+    if plan is None:
+        plan = build_plan(cp, key[1])
+        with _plans_lock:
+            if len(_plans) >= 64:
+                _plans.clear()
+            _plans[key] = plan
+    return plan
 
 
 def _split_plan(plan: Plan, connectors: Mapping[str, SQLConnector]) -> list[tuple[SQLConnector, Plan]]:
@@ -257,7 +285,7 @@ def _plan_of(ctx: StepContext, r: _Res) -> Plan | None:
         raise PermanentStepError(
             "the policy changed since the job was planned; run the requests again under the new one"
         )
-    return build_plan(r.fid.policy, kinds)
+    return _plan_for(r.fid.policy, kinds)
 
 
 def _seeds(ctx: StepContext, ids: Iterable[str], plan: Plan) -> dict[str, dict[str, list[Any]]]:
@@ -288,20 +316,51 @@ def _file_aad(request_id: str, name: str) -> bytes:
     return _FILE_TAG + f"{request_id}\x00{name}".encode()
 
 
-def _store_file(r: _Res, request_id: str, name: str, content: bytes) -> None:
-    """Replace the request's file ``name`` (idempotent), encrypted under its key."""
-    key = r.desk._load_key(request_id)
-    if key is None:
-        raise PermanentStepError(f"request {request_id}: its key is gone (the requester was forgotten)")
-    blob = seal(AESGCM(key), content, _file_aad(request_id, name))
-    f = T.request_files.c
-    with r.fid.data.begin() as conn:
-        conn.execute(delete(T.request_files).where(f.request_id == request_id, f.name == name))
-        conn.execute(
-            insert(T.request_files).values(
-                request_id=request_id, name=name, content=blob, created_at=datetime.now(UTC)
-            )
+def _upsert_files(ins: Any) -> Any:
+    return ins.on_conflict_do_update(
+        index_elements=[T.request_files.c.request_id, T.request_files.c.name],
+        set_={"content": ins.excluded.content, "created_at": ins.excluded.created_at},
+    )
+
+
+_UPSERT_FILES: Final = {
+    "postgresql": _upsert_files(pg_insert(T.request_files)),
+    "sqlite": _upsert_files(sqlite_insert(T.request_files)),
+}
+
+
+def _store_files(r: _Res, name: str, contents: Mapping[str, bytes]) -> None:
+    """Replace file ``name`` of each request (idempotent), encrypted under the request's
+    key: one key read, then one upsert per 1,000 requests (PostgreSQL, SQLite; a DELETE
+    and an INSERT elsewhere), in one transaction."""
+    ids = list(contents)
+    keys = r.desk.load_keys(ids)
+    gone = [rid for rid in ids if rid not in keys]
+    if gone:
+        raise PermanentStepError(
+            f"request {gone[0]}: its key is gone (the requester was forgotten)"
+            + (f", and {len(gone) - 1} more" if len(gone) > 1 else "")
         )
+    at = datetime.now(UTC)
+    f = T.request_files.c
+    dialect = r.fid.data.dialect.name
+    with r.fid.data.begin() as conn:
+        for i in range(0, len(ids), 1000):
+            part = ids[i : i + 1000]
+            rows = [
+                {
+                    "request_id": rid,
+                    "name": name,
+                    "content": seal(AESGCM(keys[rid]), contents[rid], _file_aad(rid, name)),
+                    "created_at": at,
+                }
+                for rid in part
+            ]
+            if dialect in _UPSERT_FILES:
+                conn.execute(_UPSERT_FILES[dialect], rows)  # one multi-row statement per batch
+            else:  # pragma: no cover - the stores are PostgreSQL or SQLite
+                conn.execute(delete(T.request_files).where(f.request_id.in_(part), f.name == name))
+                conn.execute(insert(T.request_files), rows)
 
 
 def _recipients_for(
@@ -357,68 +416,85 @@ def step_fetch(ctx: StepContext) -> dict[str, Any]:
     return {"rows": rows, "self_keys": self_keys, "statements": statements}
 
 
-def _shine_the_light(fid: Fiduciary, view: RequestView, at: datetime) -> bytes:
-    """PLV-13 (Cal. Civ. Code 1798.83): who received personal information for their own
-    direct marketing (or bought it), with names, addresses and the kinds of products."""
-    recipients: list[dict[str, Any]] = []
-    for key, cr in sorted(fid.policy.recipients.items()):
-        src = cr.source
-        if not (src.direct_marketing or src.sale):
-            continue
-        recipients.append(
-            {
-                "key": key,
-                "name": src.name,
-                "address": src.address,
-                "products": list(src.products),
-                "categories": sorted(cr.categories),
-                "sale": src.sale,
-                "direct_marketing": src.direct_marketing,
-            }
-        )
-    doc = {
-        "format": "fiduciary.shine_the_light",
-        "reference": view.id,
-        "organization": fid.policy.policy.organization.name,
-        "received_at": view.received_at.isoformat(),
-        "generated_at": at.isoformat(),
-        "recipients": recipients,
+def _shine_the_light(fid: Fiduciary, view: _About, at: datetime, subject_id: str | None) -> bytes:
+    """PLV-13 (Cal. Civ. Code 1798.83): who may receive personal information for their own
+    direct marketing (or buy it), with names, addresses and the kinds of products, and
+    from the disclosure ledger which of them received the requester's."""
+    return build_shine_the_light(
+        fid.policy,
+        reference=view.id,
+        received_at=view.received_at,
+        generated_at=at,
+        disclosures=fid.disclosures.shine_the_light(subject_id, received=view.received_at)
+        if subject_id
+        else None,
+    )
+
+
+@dataclass(frozen=True)
+class _About:
+    """What a step needs to know of a request beyond its id (no personal data)."""
+
+    id: str
+    jurisdiction: str
+    received_at: datetime
+
+
+def _about(ctx: StepContext, r: _Res, ids: Sequence[str]) -> dict[str, _About]:
+    """From the job's inputs (run() put it there); a job planned by an older version has
+    none, and the requests are read."""
+    given: Mapping[str, Mapping[str, str]] | None = ctx.inputs.get("requests")
+    if given is None:
+        return {rid: _About(rid, v.jurisdiction, v.received_at) for rid, v in _views(r.desk, ids).items()}
+    return {
+        rid: _About(rid, given[rid]["jurisdiction"], datetime.fromisoformat(given[rid]["received_at"]))
+        for rid in ids
     }
-    lines = [f"Disclosures for direct marketing purposes — {doc['organization']}", ""]
-    if not recipients:
-        lines.append("We did not share personal information with anyone for their own direct marketing.")
-    for rec in recipients:
-        lines.append(f"- {rec['name']}" + (f", {rec['address']}" if rec["address"] else ""))
-        if rec["products"]:
-            lines.append(f"  Products or services: {', '.join(rec['products'])}")
-        if rec["categories"]:
-            lines.append(f"  Categories of personal information: {', '.join(rec['categories'])}")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in (
-            ("data.json", json.dumps(doc, ensure_ascii=False, indent=1).encode()),
-            ("report.txt", ("\n".join(lines) + "\n").encode()),
-        ):
-            info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, data)
-    return buf.getvalue()
+
+
+def _vault_values(ctx: StepContext, r: _Res, rid: str, sid: str) -> Mapping[str, object] | None:
+    """The subject's values as run() read them (None: erased or unknown by then)."""
+    held: Mapping[str, Mapping[str, list[Any]] | None] | None = ctx.inputs.get("vault")
+    if held is None:  # a job planned by an older version: read now
+        try:
+            return r.fid.vault.read(sid, purpose="request_fulfilment", actor="request_runner")
+        except (SubjectErased, UnknownSubject):
+            return None
+    stored = held.get(rid)
+    if stored is None:
+        return None
+    return {
+        cat: StoredValue(v[0], v[1], datetime.fromisoformat(v[2]), v[3], v[4]) for cat, v in stored.items()
+    }
+
+
+_FILES_PER_WRITE = 500  # packages kept in memory before they are stored
 
 
 def step_package(ctx: StepContext) -> dict[str, Any]:
-    """The access package of each request, stored encrypted under the request's key."""
+    """The access package of each request, stored encrypted under the request's key (one
+    key read and one upsert per 500 packages)."""
     r = _res(ctx)
     ids = _ids(ctx)
     rtype = RequestType(ctx.params["type"])
-    views = _views(r.desk, ids)
+    about = _about(ctx, r, ids)
     subjects: Mapping[str, str | None] = ctx.inputs.get("subjects", {})
     at = datetime.now(UTC)
     sizes: dict[str, int] = {}
+    pending: dict[str, bytes] = {}
+
+    def keep(rid: str, content: bytes) -> None:
+        pending[rid] = content
+        sizes[rid] = len(content)
+        if len(pending) >= _FILES_PER_WRITE:
+            _store_files(r, PACKAGE_FILE, pending)
+            pending.clear()
+
     if rtype is RequestType.shine_the_light:
         for rid in ids:
-            content = _shine_the_light(r.fid, views[rid], at)
-            _store_file(r, rid, PACKAGE_FILE, content)
-            sizes[rid] = len(content)
+            keep(rid, _shine_the_light(r.fid, about[rid], at, subjects.get(rid)))
+        if pending:
+            _store_files(r, PACKAGE_FILE, pending)
         return {"files": sizes}
     fetched = next((x for x in ctx.earlier("req.fetch") if x is not None), None)
     if fetched is None:
@@ -428,32 +504,36 @@ def step_package(ctx: StepContext) -> dict[str, Any]:
         sid = subjects.get(rid)
         vault_values: Mapping[str, object] | None = None
         consents: list[dict[str, Any]] | None = None
+        disclosures: list[dict[str, Any]] | None = None
         if sid:
-            try:
-                vault_values = r.fid.vault.read(sid, purpose="request_fulfilment", actor="request_runner")
+            vault_values = _vault_values(ctx, r, rid, sid)
+            if vault_values is not None:
                 consents = r.fid.consent.proofs(sid)
-            except (SubjectErased, UnknownSubject):
-                vault_values, consents = None, None
+                disclosures = r.fid.disclosures.for_subject(sid)
         request = PackageRequest(
             reference=rid,
-            jurisdiction=views[rid].jurisdiction,
-            received_at=views[rid].received_at,
+            jurisdiction=about[rid].jurisdiction,
+            received_at=about[rid].received_at,
             request_type=rtype,
             self_keys=fetched["self_keys"].get(rid, {}),
             identities={k: [str(v) for v in vs] for k, vs in seeds.get(rid, {}).items()},
             subject_id=sid,
         )
-        content = build_access_package(
-            r.fid.policy,
-            request=request,
-            data=fetched["rows"].get(rid, {}),
-            vault=vault_values,
-            consents=consents,
-            generated_at=at,
+        keep(
+            rid,
+            build_access_package(
+                r.fid.policy,
+                request=request,
+                data=fetched["rows"].get(rid, {}),
+                vault=vault_values,
+                consents=consents,
+                disclosures=disclosures,
+                generated_at=at,
+            ),
         )
-        _store_file(r, rid, PACKAGE_FILE, content)
-        sizes[rid] = len(content)
         ctx.check_lease()
+    if pending:
+        _store_files(r, PACKAGE_FILE, pending)
     return {"files": sizes}
 
 
@@ -479,15 +559,25 @@ def _erasure_summary(result: ErasureResult, rid: str) -> dict[str, Any]:
     return {"partial": bool(exemptions), "exemptions": sorted(exemptions), "kept_fields": kept}
 
 
+_ERASE_CHUNK = 1000  # requests per SQLConnector.mask call
+
+
 def step_erase(ctx: StepContext) -> dict[str, Any]:
-    """Mask or delete each request's own rows (one UPDATE / DELETE per collection for the
-    whole group), exemptions applied and recorded, then the verification pass."""
+    """Mask or delete each request's own rows (one UPDATE / DELETE per collection for
+    each 1,000 requests of the group), exemptions applied and recorded, then the
+    verification pass."""
     r = _res(ctx)
     ids = _ids(ctx)
     plan = _plan_of(ctx, r)
     holds: Mapping[str, list[str]] = ctx.params.get("holds", {})
+    # The result keeps what the later steps need (per request, the collections where it
+    # had rows: notify's categories; the summary: finish's detail), not the per-field
+    # report of every request, which would be most of the job's bookkeeping for a batch.
+    touched: dict[str, list[str]] = {}
+    statements: dict[str, int] = {}
     out: dict[str, Any] = {
-        "results": [],
+        "touched": touched,
+        "statements": statements,
         "summary": {rid: _erasure_summary(ErasureResult({}, {}), rid) for rid in ids},
     }
     if plan is None:
@@ -495,8 +585,15 @@ def step_erase(ctx: StepContext) -> dict[str, Any]:
     seeds = _seeds(ctx, ids, plan)
     key = erasure_key(r.fid.keyring)
     summary: dict[str, dict[str, Any]] = {}
-    for conn, part in _split_plan(plan, r.connectors):
-        result = conn.mask(part, seeds, key=key, holds={k: v for k, v in holds.items() if k in seeds})
+    # Per connector, per chunk of requests: each chunk is one transaction of set-based
+    # statements in the company's database; IN lists of a few thousand values keep the
+    # statements quick to plan, and a lost lease stops the step between chunks.
+    chunks = [
+        {rid: seeds[rid] for rid in ids[i : i + _ERASE_CHUNK]} for i in range(0, len(ids), _ERASE_CHUNK)
+    ]
+    for conn, part, chunk in ((c, p, ch) for c, p in _split_plan(plan, r.connectors) for ch in chunks):
+        held = {k: v for k, v in holds.items() if k in chunk}
+        result = conn.mask(part, chunk, key=key, holds=held)
         if not result.ok:
             bad = sorted(
                 f"{v['collection']}.{v['field']}"
@@ -507,8 +604,13 @@ def step_erase(ctx: StepContext) -> dict[str, Any]:
             raise PermanentStepError(
                 f"erasure verification failed: identifying values left in {', '.join(bad)}"
             )
-        out["results"].append(result.to_dict())
-        for rid in ids:
+        for rid, req in result.requests.items():
+            had = [c for c, ce in req.collections.items() if ce.rows]
+            if had:
+                touched.setdefault(rid, []).extend(had)
+        for k, n in result.statements.items():
+            statements[k] = statements.get(k, 0) + n
+        for rid in chunk:
             s = _erasure_summary(result, rid)
             prev = summary.get(rid)
             if prev is not None:
@@ -531,14 +633,15 @@ def _categories_touched(
     if rtype is RequestType.erase:
         cats: set[str] = set()
         for res in ctx.earlier("req.erase"):
-            for result in (res or {}).get("results", []):
+            colls = list((res or {}).get("touched", {}).get(rid, ()))
+            for result in (res or {}).get("results", []):  # a job planned by an older version
                 req = result["requests"].get(rid)
-                if req is None or plan is None:
-                    continue
-                for coll, ce in req["collections"].items():
-                    if ce["rows"]:
-                        for f in plan.node(coll).fields:
-                            cats.update(f.categories)
+                if req is not None:
+                    colls += [coll for coll, ce in req["collections"].items() if ce["rows"]]
+            if plan is not None:
+                for coll in colls:
+                    for f in plan.node(coll).fields:
+                        cats.update(f.categories)
         return sorted(cats)
     if rtype is RequestType.rectify:
         values = ctx.inputs.get("rectify", {}).get(rid, {})
@@ -669,32 +772,32 @@ def step_close(ctx: StepContext) -> dict[str, Any]:
 
 
 def step_finish(ctx: StepContext) -> dict[str, Any]:
-    """Close the group's requests (done, or partial where exemptions kept data); those
-    already closed by an earlier attempt are left alone. The requesters are mailed."""
+    """Close the group's requests (done, or partial where exemptions kept data) in one
+    transaction; those already closed by an earlier attempt are left alone. The
+    requesters are mailed (their addresses from the job's inputs)."""
     r = _res(ctx)
     ids = _ids(ctx)
     summary: dict[str, Any] = {}
     for res in ctx.earlier("req.erase"):
         summary.update((res or {}).get("summary", {}))
     manual = sum(len((res or {}).get("manual", [])) for res in ctx.earlier("req.notify"))
-    views = _views(r.desk, ids)
-    running = [rid for rid in ids if views[rid].status == RUNNING]
-    groups: dict[str, dict[str, bool]] = {}
+    common: dict[str, Any] = {"job": ctx.job_id}
+    if manual:
+        common["manual_tasks"] = manual
     details: dict[str, dict[str, Any]] = {}
-    for rid in running:
+    for rid in ids:
         s = summary.get(rid, {})
-        detail: dict[str, Any] = {"job": ctx.job_id}
         if s.get("exemptions"):
-            detail["exemptions"] = s["exemptions"]
-            detail["kept_fields"] = s["kept_fields"]
-        if manual:
-            detail["manual_tasks"] = manual
-        k = json.dumps(detail, sort_keys=True)
-        details[k] = detail
-        groups.setdefault(k, {})[rid] = bool(s.get("partial"))
-    out: dict[str, str] = {}
-    for k, outcomes in groups.items():
-        out.update(r.desk.finish_many(outcomes, detail=details[k], actor="request_runner"))
+            details[rid] = {"exemptions": s["exemptions"], "kept_fields": s["kept_fields"]}
+    contacts: Mapping[str, str] = ctx.inputs.get("contacts", {})
+    out = r.desk.finish_many(
+        {rid: bool(summary.get(rid, {}).get("partial")) for rid in ids},
+        detail=common,
+        details=details,
+        actor="request_runner",
+        job_id=ctx.job_id,
+        contacts=contacts,
+    )
     return {"finished": out}
 
 
@@ -735,7 +838,7 @@ def on_job_end(end: JobEnd) -> None:
         log.warning("job %s failed: %d request(s) back to be run again or denied", end.job_id, len(moved))
 
 
-register_job_end(JOB_KIND, on_job_end)
+register_job_end(JOB_KIND, on_job_end, on=(FAILED,))
 
 
 # --------------------------------------------------------------------------- the runner
@@ -784,8 +887,10 @@ class RequestRunner:
 
     # -- planning
     def _seed_for(
-        self, view: RequestView, contact: Mapping[str, str], details: Mapping[str, Any]
+        self, contact: Mapping[str, str], details: Mapping[str, Any], held: Mapping[str, str]
     ) -> dict[str, list[str]]:
+        """The identities to search by: the requester's contact (or a child report's
+        account) and those the vault holds on the matched subject (``held``)."""
         kinds = self.fid.policy.identity_kinds
         seeds: dict[str, set[str]] = {}
         given: Mapping[str, Any] = contact
@@ -800,15 +905,9 @@ class RequestRunner:
                 v = str(value).strip()
             if k in kinds and v:
                 seeds.setdefault(k, set()).add(v)
-        if view.subject_id:
-            try:
-                for k, v in self.fid.vault.identities(
-                    view.subject_id, purpose="request_fulfilment", actor="request_runner"
-                ).items():
-                    if k in kinds and v:
-                        seeds.setdefault(k, set()).add(v)
-            except (SubjectErased, UnknownSubject):
-                pass
+        for k, v in held.items():
+            if k in kinds and v:
+                seeds.setdefault(k, set()).add(v)
         return {k: sorted(vs) for k, vs in sorted(seeds.items())}
 
     def run(
@@ -821,38 +920,128 @@ class RequestRunner:
         """Start one job for the batch and return its id. Every request must be verified
         (approved, where approval is required); ``holds`` maps a request id to the policy
         exemptions active for it (a legal hold ...). Refused batches (RunError,
-        InvalidTransition) change nothing."""
+        InvalidTransition) change nothing.
+
+        One transaction on the data store, whatever the batch size: the requests' rows
+        read and locked (one SELECT per 1,000), the requesters' details (one key read) and
+        the vault's identities of the matched subjects, with the values of those asking
+        for access (one SELECT, one key read), then the job and its steps stored and the
+        requests started, with ONE audit append for the reads and the start."""
         ids = list(dict.fromkeys(request_ids))
         if not ids:
             raise RunError("no requests given")
-        views = _views(self.desk, ids)
-        for rid, v in views.items():
-            if v.status not in (VERIFIED, APPROVED):
-                hint = " (verify it first)" if v.status == "received" else ""
-                raise InvalidTransition(rid, f"cannot run a request that is {v.status}{hint}")
-            if RequestType(v.type) not in _SUPPORTED:
-                raise RunError(f"request {rid}: type {v.type!r} is not run by the request runner")
-        holds = {k: list(v) for k, v in (holds or {}).items()}
-        stray = sorted(set(holds) - set(ids))
+        held_for: dict[str, list[str]] = {k: list(v) for k, v in (holds or {}).items()}
+        stray = sorted(set(held_for) - set(ids))
         if stray:
             raise RunError(f"holds name request(s) not in the batch: {', '.join(stray)}")
-        for rid, keys in holds.items():
+        for rid, keys in held_for.items():
             unknown = [k for k in keys if k not in self.fid.policy.exemptions]
             if unknown:
                 raise RunError(
                     f"holds for {rid}: exemption(s) {', '.join(unknown)} not in the policy "
                     f"(declared: {', '.join(sorted(self.fid.policy.exemptions)) or 'none'})"
                 )
+        reads: list[dict[str, Any]] = []  # audit entries of the reads, appended with the start
+        job_id: str | None = None
+        try:
+            with self.fid.data.begin() as conn:
+                rows = self.desk.lock_for_run(conn, ids)
+                steps, inputs = self._prepare(conn, ids, rows, held_for, actor, reads)
+
+                def start(c: Connection, jid: str) -> None:
+                    self.desk.start_many_in(c, ids, job_id=jid, actor=actor, rows=rows, audit=reads)
+
+                # The requests start in the transaction that stores the job: a crash leaves
+                # both or neither. One committed but not yet submitted is a pending job that
+                # ``recover`` hands to an executor again (at once with include_pending, as
+                # the inline executor does on start-up; else after stale_after).
+                job_id = create_job(
+                    self.fid.data,
+                    self.fid.keys,
+                    self.fid.keyring,
+                    JOB_KIND,
+                    steps,
+                    inputs=inputs,
+                    within=start,
+                    conn=conn,
+                    local=isinstance(self.executor, InlineExecutor),
+                )
+        except BaseException:
+            # Nothing was committed: no job (its key goes), no request started. What was
+            # read is still audited, on its own.
+            if job_id is not None:
+                destroy_key(self.fid.keys, job_id)
+            if reads:
+                try:
+                    self.fid.audit.append_many(None, reads)
+                except Exception:
+                    log.exception("the audit entries of a refused run could not be written")
+            raise
+        self.executor.submit(job_id)
+        return job_id
+
+    def _prepare(
+        self,
+        conn: Connection,
+        ids: list[str],
+        rows: Mapping[str, Any],
+        holds: Mapping[str, list[str]],
+        actor: str,
+        reads: list[dict[str, Any]],
+    ) -> tuple[list[StepSpec], dict[str, Any]]:
+        """Check the batch and plan its job: the steps and the job's (encrypted) inputs."""
+        for rid in ids:
+            r = rows[rid]
+            if r.status not in (VERIFIED, APPROVED):
+                hint = " (verify it first)" if r.status == "received" else ""
+                raise InvalidTransition(rid, f"cannot run a request that is {r.status}{hint}")
+            if RequestType(r.type) not in _SUPPORTED:
+                raise RunError(f"request {rid}: type {r.type!r} is not run by the request runner")
+        requesters = self.desk.requesters(rows, actor=actor, record=reads)
+        sids = [rows[rid].subject_id for rid in ids if rows[rid].subject_id]
+        want_values = [rows[rid].subject_id for rid in ids if RequestType(rows[rid].type) in _FETCHED]
+        held = self.fid.vault.read_many(
+            sids,
+            attributes_of=want_values,
+            purpose="request_fulfilment",
+            actor="request_runner",
+            record=reads,
+            conn=conn,
+        )
 
         seeds: dict[str, dict[str, list[str]]] = {}
         subjects: dict[str, str | None] = {}
         rectify: dict[str, dict[str, Any]] = {}
         purposes: dict[str, str] = {}
-        for rid, v in views.items():
-            req = self.desk.requester(rid, actor=actor)
-            rtype = RequestType(v.type)
-            seeds[rid] = self._seed_for(v, req.contact, req.details)
-            subjects[rid] = v.subject_id
+        contacts: dict[str, str] = {}
+        about: dict[str, dict[str, str]] = {}
+        vault: dict[str, dict[str, list[Any]] | None] = {}
+        for rid in ids:
+            row, req = rows[rid], requesters[rid]
+            rtype = RequestType(row.type)
+            sid: str | None = row.subject_id
+            got = held.get(sid) if sid else None
+            seeds[rid] = self._seed_for(req.contact, req.details, got.identities if got else {})
+            subjects[rid] = sid
+            if "email" in req.contact:
+                contacts[rid] = req.contact["email"]
+            received = _aware(row.received_at).isoformat()
+            about[rid] = {"jurisdiction": row.jurisdiction, "received_at": received}
+            if rtype in _FETCHED and sid:
+                vault[rid] = (
+                    None
+                    if got is None
+                    else {
+                        cat: [
+                            _jsonable(v.value),
+                            v.source,
+                            v.collected_at.isoformat(),
+                            v.policy_version,
+                            v.activity,
+                        ]
+                        for cat, v in got.attributes.items()
+                    }
+                )
             if rtype in (RequestType.object, RequestType.withdraw_consent):
                 purpose = str(req.details.get("purpose") or "*")
                 if purpose != "*" and purpose not in self.fid.policy.purposes:
@@ -869,19 +1058,19 @@ class RequestRunner:
                         raise RunError(
                             f"request {rid}: details.values: {cat!r} is not a category of the policy"
                         )
-                if not v.subject_id:
+                if not sid:
                     raise RunError(f"request {rid}: a rectification needs a matched subject (none found)")
                 rectify[rid] = dict(values)
-            if rtype is RequestType.close_account and not v.subject_id:
+            if rtype is RequestType.close_account and not sid:
                 raise RunError(f"request {rid}: no account matched the requester; nothing to close")
 
         by_type: dict[RequestType, list[str]] = {}
         for rid in ids:
-            by_type.setdefault(RequestType(views[rid].type), []).append(rid)
+            by_type.setdefault(RequestType(rows[rid].type), []).append(rid)
         needs_plan = any(t in _FETCHED or t is RequestType.erase for t in by_type)
         kinds = sorted({k for rid in ids for k in seeds[rid]})
         if needs_plan and kinds:
-            plan = build_plan(self.fid.policy, kinds)  # reachability: a clear error, before anything
+            plan = _plan_for(self.fid.policy, kinds)  # reachability: a clear error, before anything
             _split_plan(plan, self.connectors)  # every datastore has a connection
         digest = self.fid.policy.digest
 
@@ -918,20 +1107,17 @@ class RequestRunner:
                 steps.append(StepSpec("req.close", rtype.value, base))
             steps.append(StepSpec("req.finish", rtype.value, base))
 
-        inputs = {"kinds": kinds, "seeds": seeds, "subjects": subjects, "rectify": rectify}
-
-        def start(conn: Connection, job_id: str) -> None:
-            self.desk.start_many_in(conn, ids, job_id=job_id, actor=actor)
-
-        # The requests start in the transaction that stores the job: a crash leaves both or
-        # neither. One committed but not yet submitted is a pending job that ``recover``
-        # hands to an executor again (at once with include_pending, as the inline executor
-        # does on start-up; else after stale_after).
-        job_id = create_job(
-            self.fid.data, self.fid.keys, self.fid.keyring, JOB_KIND, steps, inputs=inputs, within=start
-        )
-        self.executor.submit(job_id)
-        return job_id
+        # Personal data travels here only, encrypted under the job's key (see the doc).
+        inputs = {
+            "kinds": kinds,
+            "seeds": seeds,
+            "subjects": subjects,
+            "rectify": rectify,
+            "contacts": contacts,
+            "requests": about,
+            "vault": vault,
+        }
+        return steps, inputs
 
     def ready(self) -> list[str]:
         """Requests that may run now: verified, or approved, by due date."""
