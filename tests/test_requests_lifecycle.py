@@ -509,9 +509,15 @@ def test_full_run_and_invalid_transitions(w: World) -> None:
     with pytest.raises(InvalidTransition, match=b.request_id):
         w.desk.start_many([a.request_id, b.request_id], job_id="b" * 32)
     assert w.desk.status(a.request_id).status == "verified"
-    # A running request may still end denied (the run found a legal hold on everything).
+    # A running request is not denied by a person halfway through (its job may have erased
+    # data already), but its job may end it denied (it found a legal hold on everything).
     w.desk.start(a.request_id)
-    assert w.desk.deny(a.request_id, "legal_exemption", "system", note="Legal hold") == "denied"
+    with pytest.raises(InvalidTransition, match="running: its job decides"):
+        w.desk.deny(a.request_id, "excessive", "console:alice")
+    assert w.desk.status(a.request_id).status == "running"
+    assert (
+        w.desk.deny(a.request_id, "legal_exemption", "system", note="Legal hold", from_job=True) == "denied"
+    )
 
 
 def test_denial_needs_a_reason(w: World) -> None:

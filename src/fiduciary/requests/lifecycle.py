@@ -1268,9 +1268,12 @@ class RequestDesk:
         *,
         note: str | None = None,
         now: datetime | None = None,
+        from_job: bool = False,
     ) -> str:
         """Refuse the request with one of the legal reasons (DenyReason); ``note`` adds
-        free text without personal data (required for ``other``). The requester is told."""
+        free text without personal data (required for ``other``). The requester is told.
+        A running request is denied only by its own job (``from_job``: e.g. it found a legal
+        hold on everything); a person cannot deny it halfway through."""
         at = _utc(now)
         if reason is None or reason == "":
             raise RequestInputError(f"reason: required (one of {', '.join(r.value for r in DenyReason)})")
@@ -1288,6 +1291,12 @@ class RequestDesk:
             row = self._row(conn, request_id, lock=True)
             if row.status not in OPEN:
                 raise InvalidTransition(request_id, f"cannot deny a request that is {row.status}")
+            if row.status == RUNNING and not from_job:
+                # Its job may have erased or sent data already: the outcome is what the job
+                # did (done or partially done), never a refusal after the fact.
+                raise InvalidTransition(
+                    request_id, "cannot deny a request that is running: its job decides how it ends"
+                )
             self._set_status(conn, row, DENIED, "denied", actor, at, detail, values={"closed_at": at})
         jur = self.cp.jurisdictions.get(row.jurisdiction)
         authority = None
