@@ -8,6 +8,7 @@ to the data and key stores (SQLite's BEGIN is not one)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,12 +27,14 @@ __all__ = ["app_url"]  # the fixture, imported for its use here
 
 # One request run (RequestRunner.run and its job, not the intake), statements on our stores.
 # Access: 4 reads (requests, their keys, vault identities + values, subject keys), the job
-# and the start (key, job, steps, requests, events, audit x3), the job's run (start 2, a
-# statement per step, end 2), the package (consents, disclosures, request keys, files) and
-# the finish (requests, events, audit x3, mail events). Erasure: the same reads and start,
-# the crypto-shred (vault.erase_many: 6 and its audit x3) and the finish.
-ACCESS_BUDGET = 29
-ERASE_BUDGET = 35
+# (key, job and steps stored already running, step 0 claimed) and the start (requests,
+# events, audit x3), the job's run (a statement per step, the last one ending the job: 2),
+# the package (consents, disclosures, files: the request's key is in the job's inputs) and
+# the finish (requests, events, audit x3, mail events), the job key's
+# delete. Erasure: the same reads and start, the crypto-shred (vault.erase_many: 6 and its
+# audit x3) and the finish.
+ACCESS_BUDGET = 26
+ERASE_BUDGET = 33
 
 
 @contextmanager
@@ -84,6 +87,12 @@ def test_one_request_costs_a_bounded_number_of_statements(
     assert sum("FROM audit_head" in s and "FOR UPDATE" in s.upper() for s in access) <= 2
     assert sum("UPDATE audit_head" in s for s in access) == 2
     assert sum("UPDATE audit_head" in s for s in erase) == 3
+    # The request's key is read once (the package step takes it from the job's inputs);
+    # the job is stored already running (no claim of step 0); the finish writes the closing
+    # events, then the mails' events after the commit.
+    assert sum(s.startswith("SELECT") and "FROM request_keys" in s for s in access) == 1, "\n".join(access)
+    assert not any(s.startswith("UPDATE jobs SET status=") and "finished_at" not in s for s in access)
+    assert sum(s.startswith("INSERT INTO request_events") for s in access) == 3
 
 
 def test_a_batch_costs_what_one_request_costs(stores: Stores, app_url: str, tmp_path: Path) -> None:
@@ -169,3 +178,38 @@ def test_finishing_again_under_the_same_job_changes_nothing(
         assert e.desk.status(c).status == "verified"
         with pytest.raises(Exception, match="personal data"):
             e.desk.finish_many({a: False}, details={a: {"note": "ann@example.com"}}, job_id=job)
+
+
+def _bk_step(ctx: Any) -> dict[str, Any]:
+    return {"seen": ctx.inputs.get("n"), "attempt": ctx.attempt}
+
+
+def test_a_job_stored_claimed_by_a_dead_worker_is_recovered(stores: Stores) -> None:
+    """A job stored already running, its step 0 leased to the process that created it
+    (RequestRunner on an inline executor), whose process died before running it: once
+    the lease ran out, ``recover`` names it and another worker runs it to the end."""
+    from fiduciary.jobs import StepSpec, create_job, job_status, recover, register_step, run_job
+    from fiduciary.jobs.runner import _take_local
+    from fiduciary.vault.keyring import Keyring
+
+    register_step("bk.step", _bk_step, replace=True)
+    ring = Keyring.generate()
+    data, keys = stores.data, stores.keys
+    job = create_job(
+        data,
+        keys,
+        ring,
+        "bk",
+        [StepSpec("bk.step"), StepSpec("bk.step")],
+        inputs={"n": 7},
+        local=True,
+        claim=("dead-worker", 0.3),
+    )
+    assert _take_local(job) is not None  # the dead process's memory: gone with it
+    st = job_status(data, job)
+    assert st.status == "running" and [s.status for s in st.steps] == ["running", "pending"]
+    assert job not in recover(data, keys, grace=0)  # its lease is still live
+    time.sleep(0.4)
+    assert job in recover(data, keys, grace=0)
+    done = run_job(job, "w2", {"data": data, "keys": keys, "keyring": ring}, lease_seconds=5)
+    assert done.status == "done", done.error

@@ -204,18 +204,18 @@ def destroy_key(keys: Engine, job_id: str) -> None:
 # executor): taken once by run_job. Bounded: a job this process never runs (its executor
 # closed first) falls out, and is then read from the stores like any other.
 _LOCAL_MAX = 256
-_local: OrderedDict[str, tuple[_Plan, JobCipher]] = OrderedDict()
+_local: OrderedDict[str, tuple[_Plan, JobCipher, Lease | None]] = OrderedDict()
 _local_lock = threading.Lock()
 
 
-def _keep_local(job_id: str, plan: _Plan, cipher: JobCipher) -> None:
+def _keep_local(job_id: str, plan: _Plan, cipher: JobCipher, lease: Lease | None = None) -> None:
     with _local_lock:
-        _local[job_id] = (plan, cipher)
+        _local[job_id] = (plan, cipher, lease)
         while len(_local) > _LOCAL_MAX:
             _local.popitem(last=False)
 
 
-def _take_local(job_id: str) -> tuple[_Plan, JobCipher] | None:
+def _take_local(job_id: str) -> tuple[_Plan, JobCipher, Lease | None] | None:
     with _local_lock:
         return _local.pop(job_id, None)
 
@@ -243,6 +243,7 @@ def create_job(
     within: Callable[[Connection, str], None] | None = None,
     conn: Connection | None = None,
     local: bool = False,
+    claim: tuple[str, float] | None = None,
 ) -> str:
     """Persist a plan and return the job id. Nothing runs yet: hand the id to an executor.
 
@@ -259,7 +260,12 @@ def create_job(
     one of this call's own. The key is committed at once (it lives in the key store): a
     caller whose transaction then fails calls ``destroy_key`` (an orphan key is harmless
     random bytes, but noise). ``local``: the job will run in this process (an inline
-    executor): its plan and key are kept in memory for that run, saving it two reads."""
+    executor): its plan and key are kept in memory for that run, saving it two reads.
+    ``claim`` (with ``local``): (worker id, lease seconds) of the inline executor that will
+    run it: the job is stored already running with its step 0 leased to that worker (as
+    ``run_job`` would claim it first thing), saving the two UPDATEs of that claim. A
+    process that dies before running it leaves a running step whose lease expires:
+    ``recover`` hands the job on as any other whose worker died."""
     if not isinstance(kind, str) or not 0 < len(kind) <= 24:
         raise PlanError(f"job kind {kind!r}: 1 to 24 characters expected")
     if not steps:
@@ -304,16 +310,30 @@ def create_job(
     extra = "" if sealed is None else f', "inputs": "{base64.b64encode(sealed).decode()}"'
     plan_json = f'{{"format": {PLAN_FORMAT}, "steps": {steps_json}{extra}}}'
     now = _now()
+    claimed = claim if local else None
+    until = now + timedelta(seconds=claimed[1]) if claimed else now
 
     def insert_rows(c: Connection) -> None:
-        c.execute(insert(jobs).values(id=jid, kind=kind, status=PENDING, created_at=now, plan=plan_json))
-        c.execute(
-            insert(job_steps),
-            [
-                {"job_id": jid, "seq": seq, "kind": st["kind"], "target": st["target"], "status": PENDING}
-                for seq, st in enumerate(plan_steps)
-            ],
-        )
+        status = RUNNING if claimed else PENDING
+        c.execute(insert(jobs).values(id=jid, kind=kind, status=status, created_at=now, plan=plan_json))
+        step_rows: list[dict[str, Any]] = [
+            {
+                "job_id": jid,
+                "seq": seq,
+                "kind": st["kind"],
+                "target": st["target"],
+                "status": PENDING,
+                "leased_by": None,
+                "leased_until": None,
+                "attempts": 0,
+            }
+            for seq, st in enumerate(plan_steps)
+        ]
+        if claimed:
+            step_rows[0].update(
+                status=RUNNING, leased_by=claimed[0], leased_until=_stored(c, until), attempts=1
+            )
+        c.execute(insert(job_steps), step_rows)
         if within is not None:
             within(c, jid)
 
@@ -328,7 +348,10 @@ def create_job(
         raise
     if local:
         specs = tuple(StepSpec(st["kind"], st["target"], st["params"]) for st in json.loads(steps_json))
-        _keep_local(jid, _Plan(kind, PENDING, specs, sealed), cipher)
+        lease = None
+        if claimed:
+            lease = Lease(jid, 0, specs[0].kind, specs[0].target, claimed[0], 1, until)
+        _keep_local(jid, _Plan(kind, RUNNING if claimed else PENDING, specs, sealed), cipher, lease)
     return jid
 
 
@@ -1017,8 +1040,11 @@ def drive_job(
     patience = 1.5 * lease_seconds if wait_for_lease is None else wait_for_lease
     handed = _take_local(job_id)
     cipher: JobCipher | None
+    claimed: Lease | None = None
     if handed is not None:
-        plan, cipher = handed
+        plan, cipher, claimed = handed
+        if claimed is not None and claimed.worker_id != worker_id:
+            claimed = None  # stored for another worker: lease_step sorts it out
     else:
         plan = _load_plan(data, job_id)
         if plan.status in FINAL:
@@ -1035,6 +1061,10 @@ def drive_job(
     ahead: Lease | None = None  # the next step, claimed with the completion of the previous
     if cipher is not None and plan.status == PENDING:
         ahead = _claim_first(data, job_id, worker_id, lease_seconds, plan)
+    elif claimed is not None:
+        # Created with step 0 leased to us; a lease that ran out while the job waited in
+        # the queue is renewed first (False: taken over or cancelled; lease_step looks).
+        ahead = claimed if claimed.until > _now() or renew_lease(data, claimed, lease_seconds) else None
     while True:
         got: Lease | _Blocked | _Ended
         if ahead is not None:

@@ -901,6 +901,18 @@ class RequestDesk:
         the caller has them, else from the requesters' details (one key read for all); one
         event insert for every outcome (``mailed`` or ``mail_failed``). A requester who
         gave no email, or was forgotten, is not mailed."""
+        events = self._send_many(letters, at, contacts)
+        if events:
+            with self.data.begin() as conn:
+                self._events_insert(conn, events)
+
+    def _send_many(
+        self,
+        letters: Sequence[tuple[str, bytes, Letter, str]],
+        at: datetime,
+        contacts: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """``_mail_many`` without the event insert: the events, for the caller to insert."""
         given = contacts or {}
         need = [rid for rid, blob, _, _ in letters if rid not in given and blob]
         keys = self.load_keys(need) if need else {}
@@ -916,9 +928,7 @@ class RequestDesk:
                     continue
             if self._mail(email, letter, rid, template, at, events):
                 events.append(self._event(rid, "mailed", at, "system", {"template": template}))
-        if events:
-            with self.data.begin() as conn:
-                self._events_insert(conn, events)
+        return events
 
     # ---------------------------------------------------------------------- verification
     def verify_code(
@@ -1452,12 +1462,17 @@ class RequestDesk:
         purpose: str = "request_fulfilment",
         actor: str = "system",
         record: list[dict[str, Any]] | None = None,
+        keys_out: dict[str, bytes] | None = None,
     ) -> dict[str, Requester]:
         """``requester`` for a batch whose rows the caller read (``lock_for_run``): one
         key read for all. Each read is audited: appended at once in a transaction of its
         own, or, with ``record``, added to that list for the caller to append in the
-        transaction that acts on what was read. ContactForgotten if one is forgotten."""
+        transaction that acts on what was read. ContactForgotten if one is forgotten.
+        ``keys_out`` receives the requests' data keys (the runner carries them in its
+        job's encrypted inputs, so its steps need not read them again)."""
         keys = self.load_keys(list(rows))
+        if keys_out is not None:
+            keys_out.update(keys)
         out: dict[str, Requester] = {}
         entries: list[dict[str, Any]] = []
         for rid, row in rows.items():
@@ -1631,6 +1646,8 @@ class RequestDesk:
                     for rid in ids
                 ],
             )
+        # The mails follow the commit: rows are not held locked while mail is sent, and a
+        # requester is never told of an outcome that a rollback took back.
         letters = [
             (
                 rid,

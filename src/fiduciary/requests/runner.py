@@ -39,6 +39,7 @@ factories with ``fiduciary.jobs.resources``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -329,12 +330,19 @@ _UPSERT_FILES: Final = {
 }
 
 
-def _store_files(r: _Res, name: str, contents: Mapping[str, bytes]) -> None:
+def _store_files(
+    r: _Res, name: str, contents: Mapping[str, bytes], given: Mapping[str, str] | None = None
+) -> None:
     """Replace file ``name`` of each request (idempotent), encrypted under the request's
-    key: one key read, then one upsert per 1,000 requests (PostgreSQL, SQLite; a DELETE
-    and an INSERT elsewhere), in one transaction."""
+    key: the keys from ``given`` (request id -> base64 key, as run() put them in the
+    job's encrypted inputs), else one key read; then one upsert per 1,000 requests
+    (PostgreSQL, SQLite; a DELETE and an INSERT elsewhere), in one transaction."""
     ids = list(contents)
-    keys = r.desk.load_keys(ids)
+    have = given or {}
+    keys = {rid: base64.b64decode(have[rid]) for rid in ids if rid in have}
+    missing = [rid for rid in ids if rid not in keys]
+    if missing:  # a job planned by an older version
+        keys.update(r.desk.load_keys(missing))
     gone = [rid for rid in ids if rid not in keys]
     if gone:
         raise PermanentStepError(
@@ -479,6 +487,7 @@ def step_package(ctx: StepContext) -> dict[str, Any]:
     rtype = RequestType(ctx.params["type"])
     about = _about(ctx, r, ids)
     subjects: Mapping[str, str | None] = ctx.inputs.get("subjects", {})
+    file_keys: Mapping[str, str] | None = ctx.inputs.get("file_keys")
     at = datetime.now(UTC)
     sizes: dict[str, int] = {}
     pending: dict[str, bytes] = {}
@@ -487,14 +496,14 @@ def step_package(ctx: StepContext) -> dict[str, Any]:
         pending[rid] = content
         sizes[rid] = len(content)
         if len(pending) >= _FILES_PER_WRITE:
-            _store_files(r, PACKAGE_FILE, pending)
+            _store_files(r, PACKAGE_FILE, pending, file_keys)
             pending.clear()
 
     if rtype is RequestType.shine_the_light:
         for rid in ids:
             keep(rid, _shine_the_light(r.fid, about[rid], at, subjects.get(rid)))
         if pending:
-            _store_files(r, PACKAGE_FILE, pending)
+            _store_files(r, PACKAGE_FILE, pending, file_keys)
         return {"files": sizes}
     fetched = next((x for x in ctx.earlier("req.fetch") if x is not None), None)
     if fetched is None:
@@ -533,7 +542,7 @@ def step_package(ctx: StepContext) -> dict[str, Any]:
         )
         ctx.check_lease()
     if pending:
-        _store_files(r, PACKAGE_FILE, pending)
+        _store_files(r, PACKAGE_FILE, pending, file_keys)
     return {"files": sizes}
 
 
@@ -965,6 +974,11 @@ class RequestRunner:
                     within=start,
                     conn=conn,
                     local=isinstance(self.executor, InlineExecutor),
+                    claim=(
+                        (self.executor.worker_id, self.executor.lease_seconds)
+                        if isinstance(self.executor, InlineExecutor)
+                        else None
+                    ),
                 )
         except BaseException:
             # Nothing was committed: no job (its key goes), no request started. What was
@@ -997,7 +1011,8 @@ class RequestRunner:
                 raise InvalidTransition(rid, f"cannot run a request that is {r.status}{hint}")
             if RequestType(r.type) not in _SUPPORTED:
                 raise RunError(f"request {rid}: type {r.type!r} is not run by the request runner")
-        requesters = self.desk.requesters(rows, actor=actor, record=reads)
+        request_keys: dict[str, bytes] = {}
+        requesters = self.desk.requesters(rows, actor=actor, record=reads, keys_out=request_keys)
         sids = [rows[rid].subject_id for rid in ids if rows[rid].subject_id]
         want_values = [rows[rid].subject_id for rid in ids if RequestType(rows[rid].type) in _FETCHED]
         held = self.fid.vault.read_many(
@@ -1116,6 +1131,14 @@ class RequestRunner:
             "contacts": contacts,
             "requests": about,
             "vault": vault,
+            # The keys of the requests that get a file (their package): the package step
+            # reads none from the key store. Sealed under the job key, gone at the job's end.
+            "file_keys": {
+                rid: base64.b64encode(request_keys[rid]).decode()
+                for rid in ids
+                if rid in request_keys
+                and RequestType(rows[rid].type) in (_FETCHED | {RequestType.shine_the_light})
+            },
         }
         return steps, inputs
 
