@@ -27,20 +27,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+
+from fiduciary.cli_common import (
+    EXIT_REFUSED,
+    ActorOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    KeysDatabaseOpt,
+    PolicyOpt,
+    err,
+    out,
+)
+from fiduciary.cli_common import (
+    refused as _refused,
+)
+from fiduciary.cli_common import (
+    usage as _usage,
+)
 
 if TYPE_CHECKING:
     from fiduciary.config import Settings
     from fiduciary.core import Fiduciary
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 disclosures_app = typer.Typer(
     help="The disclosure ledger: record disclosures and legal demands, aggregates, the transparency report.",
@@ -51,34 +62,10 @@ breach_app = typer.Typer(
     no_args_is_help=True,
 )
 
-PolicyOpt = Annotated[
-    Path | None, typer.Option("--policy", help="The policy.yaml (env FIDUCIARY_POLICY).", show_default=False)
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory (env FIDUCIARY_DATA_DIR).", show_default=False),
-]
-DatabaseOpt = Annotated[
-    str | None, typer.Option("--database-url", help="Data store URL (env FIDUCIARY_DATABASE_URL).")
-]
-KeysDatabaseOpt = Annotated[
-    str | None, typer.Option("--keys-database-url", help="Key store URL (env FIDUCIARY_KEYS_DATABASE_URL).")
-]
 KeyringOpt = Annotated[
     Path | None, typer.Option("--keyring", help="Keyring file (default: DATA_DIR/keyring.json).")
 ]
-ActorOpt = Annotated[str, typer.Option("--actor", help="Who acts (a staff handle, for the audit trail).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _usage(message: str) -> NoReturn:
-    err.print(f"[red]error[/red]: {message}", markup=True)
-    raise typer.Exit(EXIT_USAGE)
-
-
-def _refused(message: str) -> NoReturn:
-    err.print(f"[red]refused[/red]: {message}", markup=True)
-    raise typer.Exit(EXIT_REFUSED)
 
 
 def _settings(

@@ -18,13 +18,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fiduciary.cli_common import (
+    ActorOpt,
+    ConnectionOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    KeysDatabaseOpt,
+    PolicyOpt,
+    err,
+    out,
+)
+from fiduciary.cli_common import (
+    refused as _refused,
+)
+from fiduciary.cli_common import (
+    usage as _usage,
+)
 from fiduciary.config import Settings
 from fiduciary.connectors import ConnectorError
 from fiduciary.jobs import JobError
@@ -33,48 +48,10 @@ from fiduciary.policy import PolicyError
 from fiduciary.requests.lifecycle import DenyReason, RequestDesk, RequestError
 from fiduciary.requests.plan import PlanError
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-
 request_app = typer.Typer(
     help="Rights requests: submit, verify, approve or deny, run, follow and export.",
     no_args_is_help=True,
 )
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-PolicyOpt = Annotated[
-    Path | None, typer.Option("--policy", help="The policy.yaml (env FIDUCIARY_POLICY).", show_default=False)
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory (env FIDUCIARY_DATA_DIR).", show_default=False),
-]
-DatabaseOpt = Annotated[
-    str | None, typer.Option("--database-url", help="Data store URL (env FIDUCIARY_DATABASE_URL).")
-]
-KeysDatabaseOpt = Annotated[
-    str | None, typer.Option("--keys-database-url", help="Key store URL (env FIDUCIARY_KEYS_DATABASE_URL).")
-]
-ConnectionOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--connection",
-        help="A datastore's database: datastore=URL (repeatable; env FIDUCIARY_CONNECTIONS, JSON).",
-    ),
-]
-ActorOpt = Annotated[str, typer.Option("--actor", help="Who acts (recorded in the audit trail).")]
-
-
-def _usage(message: str) -> NoReturn:
-    err.print(f"[red]error[/red]: {message}", markup=True)
-    raise typer.Exit(EXIT_USAGE)
-
-
-def _refused(message: str) -> NoReturn:
-    err.print(f"[red]refused[/red]: {message}", markup=True)
-    raise typer.Exit(EXIT_REFUSED)
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:

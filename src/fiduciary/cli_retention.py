@@ -17,44 +17,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fiduciary.cli_common import (
+    ConnectionOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    KeysDatabaseOpt,
+    PolicyOpt,
+    err,
+    out,
+)
+from fiduciary.cli_common import (
+    refused as _refused,
+)
+from fiduciary.cli_common import (
+    usage as _usage,
+)
 from fiduciary.config import Settings
-
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
 
 retention_app = typer.Typer(
     help="Retention: what the policy's rules would change now (plan), and sweeping (run).",
     no_args_is_help=True,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-PolicyOpt = Annotated[
-    Path | None, typer.Option("--policy", help="The policy.yaml (env FIDUCIARY_POLICY).", show_default=False)
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory (env FIDUCIARY_DATA_DIR).", show_default=False),
-]
-DatabaseOpt = Annotated[
-    str | None, typer.Option("--database-url", help="Data store URL (env FIDUCIARY_DATABASE_URL).")
-]
-KeysDatabaseOpt = Annotated[
-    str | None, typer.Option("--keys-database-url", help="Key store URL (env FIDUCIARY_KEYS_DATABASE_URL).")
-]
-ConnectionOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--connection", help="A datastore's database: datastore=URL (repeatable; env FIDUCIARY_CONNECTIONS)."
-    ),
-]
 ClockOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -68,16 +58,6 @@ AtOpt = Annotated[
     typer.Option("--at", help="Sweep as of this moment (ISO 8601, UTC if no zone); default: now."),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows per batch (one statement each).")]
-
-
-def _usage(message: str) -> NoReturn:
-    err.print(f"[red]error[/red]: {message}", markup=True)
-    raise typer.Exit(EXIT_USAGE)
-
-
-def _refused(message: str) -> NoReturn:
-    err.print(f"[red]refused[/red]: {message}", markup=True)
-    raise typer.Exit(EXIT_REFUSED)
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:

@@ -19,12 +19,27 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from fiduciary.cli_common import (
+    EXIT_REFUSED,
+    ActorOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    KeysDatabaseOpt,
+    PolicyOpt,
+    err,
+    out,
+)
+from fiduciary.cli_common import (
+    refused as _refused,
+)
+from fiduciary.cli_common import (
+    usage as _usage,
+)
 from fiduciary.config import Settings
 from fiduciary.screening import (
     CACHE_SUFFIX,
@@ -39,21 +54,12 @@ from fiduciary.screening import (
 )
 from fiduciary.screening.lists import ALGORITHMS, normalize_algorithm
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-
 screening_app = typer.Typer(
     help="Upload screening: load hash lists, check files, follow matches and send their reports.",
     no_args_is_help=True,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory (env FIDUCIARY_DATA_DIR).", show_default=False),
-]
 ScreeningDirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -62,26 +68,6 @@ ScreeningDirOpt = Annotated[
         show_default=False,
     ),
 ]
-PolicyOpt = Annotated[
-    Path | None, typer.Option("--policy", help="The policy.yaml (env FIDUCIARY_POLICY).", show_default=False)
-]
-DatabaseOpt = Annotated[
-    str | None, typer.Option("--database-url", help="Data store URL (env FIDUCIARY_DATABASE_URL).")
-]
-KeysDatabaseOpt = Annotated[
-    str | None, typer.Option("--keys-database-url", help="Key store URL (env FIDUCIARY_KEYS_DATABASE_URL).")
-]
-ActorOpt = Annotated[str, typer.Option("--actor", help="Who acts (recorded in the audit trail).")]
-
-
-def _usage(message: str) -> NoReturn:
-    err.print(f"[red]error[/red]: {message}", markup=True)
-    raise typer.Exit(EXIT_USAGE)
-
-
-def _refused(message: str) -> NoReturn:
-    err.print(f"[red]refused[/red]: {message}", markup=True)
-    raise typer.Exit(EXIT_REFUSED)
 
 
 def _settings(**values: Any) -> Settings:
