@@ -1,5 +1,6 @@
 """The console in a real browser: Debian's headless Chromium, driven by Playwright, with
-JavaScript off, against a real uvicorn server over a SQLite Fiduciary on
+JavaScript off (LAW-1: deadlines counted down, overdue shown), against a real uvicorn
+server over a SQLite Fiduciary on
 examples/filelocker (the request runner reaching the example's app database).
 
 The journey: sign in as an operator, find a verified request in the queue, open it,

@@ -1,6 +1,8 @@
 """The whole journey on the real demo server, in a real browser (issue 5): `fiduciary demo`
 started as a person starts it (a subprocess on a free port), Debian's headless Chromium
 driven by Playwright, JavaScript off (every page works with forms and links alone).
+Promises shown on the way: LAW-2 (the package), LAW-8 (choices with proof), LAW-14
+(one-click unsubscribe), PLO-13 (a child report approved by the team).
 
 A person whose email is in the generated data makes an access request on the privacy
 center, reads the code from the newest mail in the outbox, enters it and follows the

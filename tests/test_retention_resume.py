@@ -1,4 +1,5 @@
-"""A sweep killed halfway resumes without touching a row twice (SQLite and PostgreSQL).
+"""A sweep killed halfway resumes without touching a row twice (SQLite and PostgreSQL):
+the access-log rules of PLA-3 are kept exactly once per due row, whatever the crash.
 
 The sweep runs in a subprocess that is SIGKILLed: either at the worst moment (a batch's
 statement committed in the company's database, the job not yet told), injected by the
