@@ -342,15 +342,7 @@ class Fiduciary:
             state, purpose, categories, recipient, audience=audience, gpc=effective_gpc
         )
         if audit:
-            self.audit.append(
-                None,
-                actor=actor,
-                action="decide",
-                purpose=purpose,
-                subject_id=subject_id,
-                result=_result(decision),
-                detail=_decision_detail(decision, recipient, audience),
-            )
+            self.audit.append(None, **decision_entry(actor, subject_id, decision, recipient, audience))
         return decision
 
     def read(
@@ -369,15 +361,7 @@ class Fiduciary:
         decision = self.decide(
             subject_id, purpose, categories, recipient, audience=audience, gpc=gpc, actor=actor, audit=False
         )
-        self.audit.append(
-            None,
-            actor=actor,
-            action="decide",
-            purpose=purpose,
-            subject_id=subject_id,
-            result=_result(decision),
-            detail=_decision_detail(decision, recipient, audience),
-        )
+        self.audit.append(None, **decision_entry(actor, subject_id, decision, recipient, audience))
         values: Mapping[str, StoredValue] = {}
         if decision.allowed:
             # The vault audits the read itself, with its purpose, in the read's transaction.
@@ -437,6 +421,20 @@ class Fiduciary:
         backups included, is unreadable; its rows are deleted."""
         self.vault.erase(subject_id, actor=actor)
         self.forget_state(subject_id)
+
+
+def decision_entry(
+    actor: str, subject_id: str, decision: Decision, recipient: str | None, audience: str | None
+) -> dict[str, Any]:
+    """The audit entry of a decision (``AuditLog.append`` keywords), wherever it is made."""
+    return {
+        "actor": actor,
+        "action": "decide",
+        "purpose": decision.purpose,
+        "subject_id": subject_id,
+        "result": _result(decision),
+        "detail": _decision_detail(decision, recipient, audience),
+    }
 
 
 def _result(decision: Decision) -> str:

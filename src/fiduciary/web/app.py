@@ -31,6 +31,7 @@ from fiduciary.config import Settings
 from fiduciary.core import Fiduciary
 from fiduciary.mail import Mailer
 from fiduciary.web import api, center, console, problems
+from fiduciary.web.fastpath import FastPath
 from fiduciary.web.state import WebState
 
 __all__ = ["app_from_environment", "create_app"]
@@ -47,6 +48,7 @@ def create_app(
     key_cache_ttl: float = 1.0,
     runner: Any = None,
     owns_fiduciary: bool = False,
+    fastpath: bool = True,
 ) -> FastAPI:
     """The server over ``fid``.
 
@@ -56,7 +58,9 @@ def create_app(
     ``public_url``: where the privacy center is reached (links in mails). API keys are
     cached ``key_cache_ttl`` seconds per process (a key revoked elsewhere stops working
     within that). ``runner``: a RequestRunner to use instead of one built from settings.
-    ``owns_fiduciary``: close ``fid`` when the app shuts down."""
+    ``owns_fiduciary``: close ``fid`` when the app shuts down. ``fastpath``: serve decisions
+    and consent writes through ``fiduciary.web.fastpath`` (same answers, a fraction of the
+    framework's cost); off, FastAPI serves them too."""
     s = settings if settings is not None else Settings()
     m = mailer if mailer is not None else Mailer.from_settings(s)
     status_url = public_url.rstrip("/") + center.STATUS_PATH if public_url else None
@@ -93,6 +97,8 @@ def create_app(
     )
     app.state.web = web
     problems.install(app)
+    if fastpath:
+        app.add_middleware(FastPath, web=web, handlers=app)
     app.include_router(api.router)
     app.include_router(console.router)
     app.include_router(center.router)

@@ -8,7 +8,9 @@ transaction, reads too, with ``BEGIN IMMEDIATE`` (the write lock):
   ``Fiduciary.state`` caches them; this process drops a subject's state when it changes it;
 - the group-commit writers of all worker processes take turns through an exclusive lock
   on a file beside the database (``flock``): a waiting writer is woken the moment the
-  lock is free, where SQLite's busy handler would poll with sleeps of 1 to 100 ms.
+  lock is free, where SQLite's busy handler would poll with sleeps of 1 to 100 ms;
+- WAL checkpoints run in a thread of their own (``store.BackgroundCheckpoints``), not
+  inside whichever commit crossed the WAL's size limit.
 """
 
 from __future__ import annotations
@@ -18,19 +20,21 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import Engine, create_engine, event
 
 from fiduciary.config import Settings
 from fiduciary.consent.ledger import ConsentLedger, NewEvent
 from fiduciary.consent.ledger import UnknownSubject as UnknownConsentSubject
-from fiduciary.core import Fiduciary
-from fiduciary.decide import SubjectState
+from fiduciary.core import Fiduciary, decision_entry
+from fiduciary.decide import Audience, Decision, SubjectState
 from fiduciary.mail import Mailer
 from fiduciary.policy.model import GpcEffect
 from fiduciary.requests.lifecycle import RequestDesk
+from fiduciary.store import BackgroundCheckpoints
 from fiduciary.web.auth import ApiKeyCache
 from fiduciary.web.batching import Batcher
 
@@ -40,6 +44,33 @@ if TYPE_CHECKING:
     from fiduciary.retention.schedule import RetentionScheduler
 
 MAX_CACHED = 100_000  # subject states kept before expired ones are swept
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # each ask is its own, equal or not
+class DecisionAsked:
+    """A decision for the group-commit writer to make (``WebState.decide``)."""
+
+    actor: str
+    subject_id: str
+    purpose: str
+    categories: Sequence[str] | None
+    recipient: str | None
+    audience: Audience | None
+    gpc: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    decision: Decision
+    gpc: bool  # GPC counted on this request (LAW-12)
+
+
+# What the writer answers for a DecisionAsked it could not decide by itself.
+UNKNOWN: Final = "unknown"  # no such subject
+RECORD_GPC_FIRST: Final = "record-gpc"  # GPC is an opt-out the ledger does not hold yet
+
+WriterItem = NewEvent | Mapping[str, Any] | DecisionAsked
+WriterResult = int | None | Decided | str
 
 
 class WebState:
@@ -72,10 +103,11 @@ class WebState:
             ConsentLedger(self._reader_engine, fid.policy) if self._reader_engine is not None else fid.consent
         )
         self._lock_path = _write_lock_path(fid.data)
+        self._checkpoints = BackgroundCheckpoints(fid.data) if _sqlite_file(fid.data) is not None else None
         # Looked up on the event loop once a second per key: never behind the write lock.
         self.keys = ApiKeyCache(self._reader_engine or fid.data, ttl=key_cache_ttl)
         # One writer for both kinds: one transaction (and one turn of the lock) per batch.
-        self.writer: Batcher[NewEvent | Mapping[str, Any], int | None] = Batcher("writes", self._write)
+        self.writer: Batcher[WriterItem, WriterResult] = Batcher("writes", self._write)
         self.loader: Batcher[str, SubjectState | None] = Batcher("states", self._load_states)
         self._runner = runner
         self._owns_runner = False
@@ -168,24 +200,66 @@ class WebState:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _write(self, items: Sequence[NewEvent | Mapping[str, Any]]) -> list[int | None]:
-        """Consent events and audit entries, in one transaction: event ids for events,
-        None for audit entries."""
+    def _write(self, items: Sequence[WriterItem]) -> list[WriterResult]:
+        """Consent events, audit entries and decisions, in one transaction: event ids for
+        events, None for audit entries, a Decided (or UNKNOWN, RECORD_GPC_FIRST) for
+        decisions. The states decisions need are read before the write lock is taken, with
+        one query for all of them."""
+        decided = self._decide_all([i for i in items if isinstance(i, DecisionAsked)])
         events = [i for i in items if isinstance(i, NewEvent)]
-        entries = [i for i in items if not isinstance(i, NewEvent)]
+        entries = [i for i in items if not isinstance(i, NewEvent | DecisionAsked)]
+        entries += [
+            decision_entry(a.actor, a.subject_id, d.decision, a.recipient, a.audience)
+            for a, d in decided.items()
+            if isinstance(d, Decided)
+        ]
         with self._writing(), self.fid.data.begin() as conn:
             ids = iter(self.fid.consent.record_many(events, conn=conn) if events else [])
             if entries:
                 self.fid.audit.append_many(conn, entries)
         for sid in {e.subject_id for e in events}:
             self.forget(sid)
-        return [next(ids) if isinstance(i, NewEvent) else None for i in items]
+        out: list[WriterResult] = []
+        for i in items:
+            if isinstance(i, NewEvent):
+                out.append(next(ids))
+            elif isinstance(i, DecisionAsked):
+                out.append(decided[i])
+            else:
+                out.append(None)
+        return out
+
+    def _decide_all(self, asked: list[DecisionAsked]) -> dict[DecisionAsked, Decided | str]:
+        if not asked:
+            return {}
+        states = self.states(dict.fromkeys(a.subject_id for a in asked))
+        decide = self.fid.decider.decide
+        out: dict[DecisionAsked, Decided | str] = {}
+        for a in asked:
+            st = states.get(a.subject_id)
+            if st is None:
+                out[a] = UNKNOWN
+                continue
+            applies = a.gpc and self.gpc_applies(st.jurisdiction)
+            if applies and not st.sale_opt_out:
+                out[a] = RECORD_GPC_FIRST
+                continue
+            d = decide(st, a.purpose, a.categories, a.recipient, audience=a.audience, gpc=applies)
+            out[a] = Decided(d, applies)
+        return out
+
+    async def decide(self, asked: DecisionAsked) -> Decided | str:
+        """Decide and audit in one trip to the writer: the subject's state read with the
+        others' of the batch, the decision's audit entry committed with the batch's. UNKNOWN
+        for an unknown subject; RECORD_GPC_FIRST when GPC must first be recorded as an
+        opt-out (the caller records it and decides again)."""
+        return cast(Decided | str, await asyncio.wrap_future(self.writer.submit(asked)))
 
     async def record(self, event: NewEvent) -> int:
         """Append a consent event (with its state and audit entry); returns its id once
         committed."""
         event_id = await asyncio.wrap_future(self.writer.submit(event))
-        assert event_id is not None
+        assert isinstance(event_id, int)
         return event_id
 
     async def audit(self, entry: Mapping[str, Any]) -> None:
@@ -241,6 +315,8 @@ class WebState:
             retention.close()
         self.writer.close()
         self.loader.close()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         if self._runner is not None and self._owns_runner:
             self._runner.close()
         if self._reader_engine is not None:

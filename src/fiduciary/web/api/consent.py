@@ -74,47 +74,62 @@ def _event(
     )
 
 
+# The choices, by the last segment of their path: the body each takes and the event it
+# records. The fast path (``fiduciary.web.fastpath``) serves the same table.
+CHOICES: Final[dict[str, tuple[type[ChoiceIn], Callable[[Caller, str, Any], NewEvent]]]] = {
+    "give": (
+        GiveIn,
+        lambda c, sid, b: _event(c, sid, EventKind.consent_given, b.purpose, b, expires_at=b.expires_at),
+    ),
+    "withdraw": (WithdrawIn, lambda c, sid, b: _event(c, sid, EventKind.consent_withdrawn, b.purpose, b)),
+    "object": (ObjectIn, lambda c, sid, b: _event(c, sid, EventKind.objection, b.purpose, b)),
+    "restrict": (RestrictIn, lambda c, sid, b: _event(c, sid, EventKind.restriction, "*", b)),
+    "opt-out-of-sale": (SaleOptOutIn, lambda c, sid, b: _event(c, sid, EventKind.sale_opt_out, "sale", b)),
+    "settings": (SettingIn, lambda c, sid, b: _event(c, sid, EventKind.setting, b.name, b, value=b.value)),
+}
+
+
+async def record_choice(caller: Caller, subject_id: str, choice: str, body: ChoiceIn) -> EventCreated:
+    """Record one of ``CHOICES``; answers once its event is committed."""
+    event = CHOICES[choice][1](caller, subject_id, body)
+    return EventCreated(event_id=await caller.web.record(event))
+
+
 @router.post("/subjects/{subject_id}/consent/give", status_code=201, response_model=EventCreated)
 async def give(subject_id: SubjectPath, body: GiveIn, caller: Write) -> EventCreated:
     """Consent given to a purpose, with the notice text shown (only its hash is kept)."""
-    e = _event(caller, subject_id, EventKind.consent_given, body.purpose, body, expires_at=body.expires_at)
-    return EventCreated(event_id=await caller.web.record(e))
+    return await record_choice(caller, subject_id, "give", body)
 
 
 @router.post("/subjects/{subject_id}/consent/withdraw", status_code=201, response_model=EventCreated)
 async def withdraw(subject_id: SubjectPath, body: WithdrawIn, caller: Write) -> EventCreated:
     """Consent withdrawn (or an opt-out of an opt-out purpose); effective at once."""
-    e = _event(caller, subject_id, EventKind.consent_withdrawn, body.purpose, body)
-    return EventCreated(event_id=await caller.web.record(e))
+    return await record_choice(caller, subject_id, "withdraw", body)
 
 
 @router.post("/subjects/{subject_id}/consent/object", status_code=201, response_model=EventCreated)
 async def object_(subject_id: SubjectPath, body: ObjectIn, caller: Write) -> EventCreated:
     """An objection (GDPR Art. 21, LAW-7) to one purpose open to it, or ``*`` to all."""
-    e = _event(caller, subject_id, EventKind.objection, body.purpose, body)
-    return EventCreated(event_id=await caller.web.record(e))
+    return await record_choice(caller, subject_id, "object", body)
 
 
 @router.post("/subjects/{subject_id}/consent/restrict", status_code=201, response_model=EventCreated)
 async def restrict(subject_id: SubjectPath, body: RestrictIn, caller: Write) -> EventCreated:
     """Restriction of processing (GDPR Art. 18, LAW-4): only legal obligations go on."""
-    e = _event(caller, subject_id, EventKind.restriction, "*", body)
-    return EventCreated(event_id=await caller.web.record(e))
+    return await record_choice(caller, subject_id, "restrict", body)
 
 
 @router.post("/subjects/{subject_id}/consent/opt-out-of-sale", status_code=201, response_model=EventCreated)
 async def opt_out_of_sale(subject_id: SubjectPath, body: SaleOptOutIn, caller: Write) -> EventCreated:
     """Opt-out of sale and sharing (CCPA, LAW-12)."""
-    e = _event(caller, subject_id, EventKind.sale_opt_out, "sale", body)
-    return EventCreated(event_id=await caller.web.record(e))
+    return await record_choice(caller, subject_id, "opt-out-of-sale", body)
 
 
 @router.post("/subjects/{subject_id}/consent/settings", status_code=201, response_model=EventCreated)
 async def set_setting(subject_id: SubjectPath, body: SettingIn, caller: Write) -> EventCreated:
     """A setting: ``visibility:<category>`` (an audience the policy offers, PLU-3,
     PLV-11), ``linked:<recipient>`` (PLU-7), or a purpose condition's setting."""
-    e = _event(caller, subject_id, EventKind.setting, body.name, body, value=body.value)
-    return EventCreated(event_id=await caller.web.record(e))
+    return await record_choice(caller, subject_id, "settings", body)
 
 
 @router.get("/subjects/{subject_id}/consent", response_model=ConsentStateOut, openapi_extra=GPC_HEADER)

@@ -1,11 +1,9 @@
-"""Library values -> API bodies, and the audit entry of a decision."""
+"""Library values -> API bodies."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from fiduciary.core import _decision_detail, _result
 from fiduciary.decide import REASON_TEXT, Decision
 from fiduciary.requests.lifecycle import RequestView
 from fiduciary.web.api.models import DecisionOut, RequestEventOut, RequestOut
@@ -23,20 +21,6 @@ def decision_out(subject_id: str, d: Decision, gpc: bool) -> DecisionOut:
         reasons=d.reasons(),
         gpc=gpc,
     )
-
-
-def decision_entry(
-    actor: str, subject_id: str, d: Decision, recipient: str | None, audience: str | None
-) -> dict[str, Any]:
-    """The audit entry Fiduciary.decide writes, for the group-commit writer."""
-    return {
-        "actor": actor,
-        "action": "decide",
-        "purpose": d.purpose,
-        "subject_id": subject_id,
-        "result": _result(d),
-        "detail": _decision_detail(d, recipient, audience),
-    }
 
 
 def request_out(v: RequestView, now: datetime) -> RequestOut:

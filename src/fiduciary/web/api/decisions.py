@@ -15,11 +15,12 @@ from starlette.concurrency import run_in_threadpool
 
 from fiduciary.consent.ledger import EventKind, NewEvent
 from fiduciary.consent.ledger import UnknownSubject as UnknownConsentSubject
-from fiduciary.web.api.convert import decision_entry, decision_out
+from fiduciary.core import decision_entry
+from fiduciary.web.api.convert import decision_out
 from fiduciary.web.api.models import DecisionBatchIn, DecisionBatchOut, DecisionIn, DecisionOut
 from fiduciary.web.deps import GPC_HEADER, Caller, access
 from fiduciary.web.problems import FieldError, ProblemException
-from fiduciary.web.state import WebState
+from fiduciary.web.state import UNKNOWN, Decided, DecisionAsked, WebState
 
 router = APIRouter(tags=["decisions"])
 Decide = Annotated[Caller, access("decisions")]
@@ -44,21 +45,37 @@ def _unknown(fields: list[tuple[str, str]]) -> ProblemException:
 async def decide(body: DecisionIn, caller: Decide) -> DecisionOut:
     """One decision. With ``Sec-GPC: 1``, where the subject's jurisdiction makes GPC an
     opt-out of sale and sharing, it counts on this request and is recorded (LAW-12)."""
-    fid = caller.web.fid
+    return await decide_one(caller, body)
+
+
+async def decide_one(caller: Caller, body: DecisionIn) -> DecisionOut:
+    """The decision ``POST /decisions`` answers (also served by ``fiduciary.web.fastpath``)."""
+    web = caller.web
     sid = body.subject_id
-    try:
-        # Cached: a dict lookup; else read with the states other requests are waiting for.
-        st = await caller.web.load_state(sid)
-    except UnknownConsentSubject:
-        raise _unknown([("subject_id", sid)]) from None
-    applies = caller.gpc and caller.web.gpc_applies(st.jurisdiction)
+    st = web.cached_state(sid)
+    if st is None:
+        # One trip to the writer: the state read with the batch's others, the decision
+        # made there and its audit entry committed with the batch's.
+        asked = DecisionAsked(
+            caller.actor, sid, body.purpose, body.categories, body.recipient, body.audience, caller.gpc
+        )
+        made = await web.decide(asked)
+        if isinstance(made, Decided):
+            return decision_out(sid, made.decision, made.gpc)
+        if made == UNKNOWN:
+            raise _unknown([("subject_id", sid)])
+        st = await web.load_state(sid)  # RECORD_GPC_FIRST: below
+    applies = caller.gpc and web.gpc_applies(st.jurisdiction)
     if applies and not st.sale_opt_out:
-        await caller.web.record(_gpc_opt_out(caller.web, sid, caller.actor))
-        st = await caller.web.load_state(sid)
-    d = fid.decider.decide(
+        await web.record(_gpc_opt_out(web, sid, caller.actor))
+        try:
+            st = await web.load_state(sid)
+        except UnknownConsentSubject:  # erased meanwhile
+            raise _unknown([("subject_id", sid)]) from None
+    d = web.fid.decider.decide(
         st, body.purpose, body.categories, body.recipient, audience=body.audience, gpc=applies
     )
-    await caller.web.audit(decision_entry(caller.actor, sid, d, body.recipient, body.audience))
+    await web.audit(decision_entry(caller.actor, sid, d, body.recipient, body.audience))
     return decision_out(sid, d, applies)
 
 

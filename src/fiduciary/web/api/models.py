@@ -19,7 +19,9 @@ from fiduciary.requests.lifecycle import DenyReason
 # A key of the policy: purpose, category, recipient, subject kind, activity.
 PolicyKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")]
 Category = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")]
-SubjectId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,32}$")]
+# A subject id as issued: in bodies, paths and queries alike.
+SUBJECT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,32}$"
+SubjectId = Annotated[str, StringConstraints(pattern=SUBJECT_ID_PATTERN)]
 RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,32}$")]
 Region = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$")]
 Language = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")]

@@ -11,6 +11,7 @@ from fiduciary.consent.signals import truncate_ip
 from fiduciary.vault.vault import UnknownSubject
 from fiduciary.web.api.convert import decision_out
 from fiduciary.web.api.models import (
+    SUBJECT_ID_PATTERN,
     FindIn,
     Found,
     ReadIn,
@@ -25,7 +26,7 @@ from fiduciary.web.problems import KINDS, FieldError, ProblemException
 
 router = APIRouter(tags=["subjects"])
 
-SubjectPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,32}$", description="The subject's id.")]
+SubjectPath = Annotated[str, Path(pattern=SUBJECT_ID_PATTERN, description="The subject's id.")]
 Read = Annotated[Caller, access("subjects:read")]
 Write = Annotated[Caller, access("subjects:write")]
 
