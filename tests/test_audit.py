@@ -269,18 +269,37 @@ def test_head_hash_rewritten(log: AuditLog, stores: Stores) -> None:
     assert found(log) == [(N, "head_mismatch")]
 
 
-def test_row_after_the_head_is_inserted(log: AuditLog, stores: Stores) -> None:
+def test_rows_forged_after_the_head_are_caught_at_the_next_checkpoint(log: AuditLog, stores: Stores) -> None:
+    """Someone with write access to the database appends well-chained rows (the chain uses
+    no key, and the head follows every INSERT: migration data_0009). The chain alone cannot
+    tell; the missing signed checkpoint at seq 40 does, naming the stretch it leaves unsigned."""
     fill(log)
     with stores.data.begin() as conn:
-        last = conn.execute(select(audit_log).where(audit_log.c.seq == N)).one()
+        prev = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == N)).scalar_one()
         at = datetime.now(UTC)
-        h = audit._entry_hash(last.hash, N + 1, audit._iso(at), "x", "y", None, None, "ok", None)
+        for seq in range(N + 1, 2 * EVERY * 2 + 1):
+            h = audit._entry_hash(prev, seq, audit._iso(at), "x", "y", None, None, "ok", None)
+            conn.execute(
+                insert(audit_log).values(
+                    seq=seq, at=at, actor="x", action="y", result="ok", prev_hash=prev, hash=h
+                )
+            )
+            prev = h
+    assert found(log) == [(N - N % EVERY + 1, "bad_checkpoint")]  # from the last signed entry on
+
+
+def test_a_row_inserted_after_the_head_with_a_wrong_link_is_caught(log: AuditLog, stores: Stores) -> None:
+    fill(log)
+    with stores.data.begin() as conn:
+        at = datetime.now(UTC)
+        h = audit._entry_hash("ab" * 32, N + 1, audit._iso(at), "x", "y", None, None, "ok", None)
         conn.execute(
             insert(audit_log).values(
-                seq=N + 1, at=at, actor="x", action="y", result="ok", prev_hash=last.hash, hash=h
+                seq=N + 1, at=at, actor="x", action="y", result="ok", prev_hash="ab" * 32, hash=h
             )
         )
-    assert found(log) == [(N + 1, "inserted")]
+    # The verifier cannot tell which of the two rows is the false one: it names the link.
+    assert found(log) == [(N, "edited")]
 
 
 def test_copied_row_is_inserted(log: AuditLog, stores: Stores) -> None:
@@ -291,7 +310,8 @@ def test_copied_row_is_inserted(log: AuditLog, stores: Stores) -> None:
         f"SELECT {N + 1}, at, actor, action, purpose, subject, result, detail, prev_hash, hash "
         "FROM audit_log WHERE seq = 4",
     )
-    assert found(log) == [(N + 1, "inserted")]
+    # The head followed the copy (data_0009), so it no longer names the chain's last entry.
+    assert found(log) == [(N + 1, "head_mismatch"), (N + 1, "inserted")]
 
 
 def test_forged_checkpoint_signature(log: AuditLog, stores: Stores) -> None:
@@ -412,18 +432,21 @@ def statements_of(log: AuditLog) -> Iterator[list[str]]:
 
 
 @pytest.mark.parametrize("n", [1, 7, audit.COPY_ABOVE + 5])
-def test_a_batch_extends_the_chain_with_three_statements(log: AuditLog, n: int) -> None:
+def test_a_batch_extends_the_chain_with_two_statements(log: AuditLog, n: int) -> None:
     log.append(None, actor="svc", action="first")
     with statements_of(log) as seen:
         log.append_many(None, [{"actor": "svc", "action": "vault.read", "detail": {"n": n}}] * n)
-    # The head read, the rows (one INSERT; or COPY, which SQLAlchemy does not see), the head;
-    # and the signed checkpoints the batch reaches, in one insert.
+    # The head read and the rows (one INSERT; or COPY, which SQLAlchemy does not see); the
+    # head follows by trigger (data_0009); and the signed checkpoints the batch reaches, in
+    # one insert.
     copied = n > audit.COPY_ABOVE and log.data.dialect.name == "postgresql"
     checkpoints = [x for x in seen if "audit_checkpoints" in x]
     assert len(checkpoints) == (1 if n >= EVERY else 0)
-    assert len(seen) - len(checkpoints) == (2 if copied else 3)
-    assert "audit_head" in seen[0] and "audit_head" in seen[-1]
-    assert log.head()[0] == 1 + n
+    assert len(seen) - len(checkpoints) == (1 if copied else 2)
+    assert "audit_head" in seen[0] and not any("audit_head" in x for x in seen[1:])
+    with log.data.connect() as conn:
+        last = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == 1 + n)).scalar_one()
+    assert log.head() == (1 + n, last)
     assert log.verify().ok
 
 
@@ -438,7 +461,7 @@ def test_entries_appended_during_a_batch_are_one_extension(log: AuditLog, stores
         if stores.backend == "postgresql":  # (SQLite: the open transaction holds the database)
             log.append(None, actor="other", action="own.transaction")  # another connection: now
     heads = [s for s in seen if "audit_head" in s]
-    assert len(heads) == (4 if stores.backend == "postgresql" else 2)  # 2 per extension
+    assert len(heads) == (2 if stores.backend == "postgresql" else 1)  # 1 per extension: the read
     actions = [e.action for e in log.query()]
     other = ["own.transaction"] if stores.backend == "postgresql" else []
     assert actions == ["first", *other, "request.read", "vault.read", "vault.read", "request.running"]
