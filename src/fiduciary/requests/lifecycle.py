@@ -55,7 +55,7 @@ import logging
 import secrets
 import statistics
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -1590,11 +1590,17 @@ class RequestDesk:
         now: datetime | None = None,
         job_id: str | None = None,
         contacts: Mapping[str, str] | None = None,
+        with_close: Callable[[Connection, list[str]], None] | None = None,
     ) -> dict[str, str]:
         """``finish`` for a batch: {request id: partial?}. ``details`` adds, per request,
         to the common ``detail`` (neither may hold personal data). One UPDATE per outcome
         (done, partial), one event insert and one audit append for all; then the mails,
         with one key read and one event insert for all.
+
+        ``with_close(conn, ids)``: more writes that commit with the closing, given the
+        requests this call closes (none: not called), e.g. an erasure's crypto-shred, so
+        that a request is never closed without them nor they done without its closing.
+        Their audit entries and the closing's extend the chain once.
 
         Without ``job_id``, any request not running raises and none is finished. With it,
         only the requests still running under that job are finished and the others left
@@ -1615,7 +1621,7 @@ class RequestDesk:
             if found:
                 raise RequestInputError(f"detail: looks like it contains {found}; leave personal data out")
         result = {rid: PARTIAL if outcomes[rid] else DONE for rid in ids}
-        with self.data.begin() as conn:
+        with self.data.begin() as conn, self.audit.batch(conn):
             rows = self._close(conn, ids, result, at, job_id)
             if job_id is None:
                 for rid in ids:
@@ -1630,6 +1636,8 @@ class RequestDesk:
             ids = [rid for rid in ids if rid in rows]
             if not ids:
                 return {}
+            if with_close is not None:
+                with_close(conn, ids)
             said = {rid: {**extra, **own.get(rid, {})} for rid in ids}
             self._events_insert(
                 conn, [self._event(rid, result[rid], at, actor, said[rid] or None) for rid in ids]

@@ -16,8 +16,8 @@ and persists ONE job whose steps serve every request of the batch, grouped by ty
   their own direct marketing, or buy it: names, addresses, products) -> ``req.finish``;
 - erase (child reports too): ``req.erase`` (one UPDATE/DELETE per collection, exemptions
   recorded per field, LAW-3) -> ``req.notify`` (every recipient of the erased categories:
-  its webhook, else a manual task, LAW-5) -> ``req.shred`` (the vault subject is
-  crypto-shredded) -> ``req.finish``;
+  its webhook, else a manual task, LAW-5) -> ``req.finish``, which crypto-shreds the
+  vault subjects in the transaction that closes the requests;
 - restrict, object, opt_out_of_sale, withdraw_consent: ``req.choice`` (a ledger event) ->
   ``req.notify`` -> ``req.finish``; rectify: ``req.rectify`` (vault write) ->
   ``req.notify`` -> ``req.finish``; close_account: ``req.close`` -> ``req.finish``.
@@ -701,7 +701,9 @@ def step_notify(ctx: StepContext) -> dict[str, Any]:
 
 
 def step_shred(ctx: StepContext) -> dict[str, Any]:
-    """Crypto-shred the matched vault subjects (idempotent: erase_many is)."""
+    """Crypto-shred the matched vault subjects (idempotent: erase_many is). Jobs planned
+    since the finish step shreds (``"shred"`` in its params) have no such step; it stays
+    for the jobs stored before."""
     r = _res(ctx)
     subjects: Mapping[str, str | None] = ctx.inputs.get("subjects", {})
     sids = sorted({s for rid in _ids(ctx) if (s := subjects.get(rid))})
@@ -799,6 +801,15 @@ def step_finish(ctx: StepContext) -> dict[str, Any]:
         if s.get("exemptions"):
             details[rid] = {"exemptions": s["exemptions"], "kept_fields": s["kept_fields"]}
     contacts: Mapping[str, str] = ctx.inputs.get("contacts", {})
+    subjects: Mapping[str, str | None] = ctx.inputs.get("subjects", {})
+    shredded: list[str] = []
+
+    def shred(conn: Connection, closing: list[str]) -> None:
+        sids = sorted({s for rid in closing if (s := subjects.get(rid))})
+        if sids:
+            r.fid.vault.erase_many(sids, actor="request_runner", conn=conn)
+            shredded.extend(sids)
+
     out = r.desk.finish_many(
         {rid: bool(summary.get(rid, {}).get("partial")) for rid in ids},
         detail=common,
@@ -806,8 +817,11 @@ def step_finish(ctx: StepContext) -> dict[str, Any]:
         actor="request_runner",
         job_id=ctx.job_id,
         contacts=contacts,
+        with_close=shred if ctx.params.get("shred") else None,
     )
-    return {"finished": out}
+    for sid in shredded:
+        r.fid.forget_state(sid)
+    return {"finished": out, "shredded": len(shredded)}
 
 
 STEPS: Final = {
@@ -1105,7 +1119,6 @@ class RequestRunner:
                 steps += [
                     StepSpec("req.erase", rtype.value, erase),
                     StepSpec("req.notify", rtype.value, base),
-                    StepSpec("req.shred", rtype.value, base),
                 ]
             elif rtype in _CHOICES:
                 choice = {**base, "purposes": {rid: purposes[rid] for rid in group if rid in purposes}}
@@ -1120,7 +1133,11 @@ class RequestRunner:
                 ]
             elif rtype is RequestType.close_account:
                 steps.append(StepSpec("req.close", rtype.value, base))
-            steps.append(StepSpec("req.finish", rtype.value, base))
+            # An erasure's finish crypto-shreds the vault subjects in the transaction that
+            # closes the requests: one step and one extension of the audit chain less, and
+            # a request is never closed without its shred.
+            finish = {**base, "shred": True} if rtype is RequestType.erase else base
+            steps.append(StepSpec("req.finish", rtype.value, finish))
 
         # Personal data travels here only, encrypted under the job's key (see the doc).
         inputs = {

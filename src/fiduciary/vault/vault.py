@@ -1095,60 +1095,71 @@ class Vault:
         self.erase_many([subject_id], now, actor=actor)
 
     def erase_many(
-        self, subject_ids: Iterable[str], now: datetime | None = None, *, actor: str = "system"
+        self,
+        subject_ids: Iterable[str],
+        now: datetime | None = None,
+        *,
+        actor: str = "system",
+        conn: Connection | None = None,
     ) -> int:
         """``erase`` for many subjects at once (retention, batched requests): one key delete,
         one key-store flush and one delete per table per 5,000 subjects. Returns how many
-        were not erased before. An unknown id raises UnknownSubject and changes nothing."""
+        were not erased before. An unknown id raises UnknownSubject and changes nothing.
+
+        ``conn``: the data store's part (and its audit entries) in the caller's transaction,
+        e.g. with the closing of the erasure requests it serves; the keys are still
+        destroyed first, in the key store's own transaction."""
         ids = list(dict.fromkeys(subject_ids))
         if not ids:
             return 0
-        at = _utc(now)
+        with self.data.begin() if conn is None else nullcontext(conn) as c:
+            return self._erase_many(c, ids, _utc(now), actor)
+
+    def _erase_many(self, conn: Connection, ids: list[str], at: datetime, actor: str) -> int:
         a, i, s, k = T.attributes.c, T.identities.c, T.subjects.c, T.subject_keys.c
-        with self.data.begin() as conn:
-            status: dict[str, str] = {}
+        status: dict[str, str] = {}
+        for part in _chunks(ids, _IN_CHUNK):
+            q = select(s.id, s.status).where(s.id.in_(part)).with_for_update()
+            status.update((str(sid), str(st)) for sid, st in conn.execute(q))
+        for sid in ids:
+            if sid not in status:
+                raise UnknownSubject(sid)
+        # The keys first: once they are gone every copy of the data is unreadable, even
+        # if what follows fails (erasing again then finishes the job).
+        with self.keys.begin() as kconn:
             for part in _chunks(ids, _IN_CHUNK):
-                q = select(s.id, s.status).where(s.id.in_(part)).with_for_update()
-                status.update((str(sid), str(st)) for sid, st in conn.execute(q))
-            for sid in ids:
-                if sid not in status:
-                    raise UnknownSubject(sid)
-            # The keys first: once they are gone every copy of the data is unreadable, even
-            # if what follows fails (erasing again then finishes the job).
-            with self.keys.begin() as kconn:
-                for part in _chunks(ids, _IN_CHUNK):
-                    kconn.execute(delete(T.subject_keys).where(k.subject_id.in_(part)))
-            self._flush_key_store()
-            held: dict[str, int] = {}
-            for part in _chunks(ids, _IN_CHUNK):
-                if self.audit is not None:  # how many values each had: for the audit entry
-                    q = (
-                        select(a.subject_id, func.count())
-                        .where(a.subject_id.in_(part))
-                        .group_by(a.subject_id)
-                    )
-                    held.update((str(sid), int(n)) for sid, n in conn.execute(q))
-                conn.execute(delete(T.attributes).where(a.subject_id.in_(part)))
-                conn.execute(delete(T.identities).where(i.subject_id.in_(part)))
-                conn.execute(
-                    update(T.subjects)
-                    .where(s.id.in_(part), s.status != ERASED)
-                    .values(status=ERASED, erased_at=at)
+                kconn.execute(delete(T.subject_keys).where(k.subject_id.in_(part)))
+        self._flush_key_store()
+        held: dict[str, int] = {}
+        for part in _chunks(ids, _IN_CHUNK):
+            if self.audit is not None:  # how many values each had: for the audit entry
+                q = (
+                    select(a.subject_id, func.count())
+                    .where(a.subject_id.in_(part))
+                    .group_by(a.subject_id)
                 )
-            if self.audit is not None:
-                self.audit.append_many(
-                    conn,
-                    [
-                        {
-                            "actor": actor,
-                            "action": "vault.erase",
-                            "subject_id": sid,
-                            "result": "already_erased" if status[sid] == ERASED else "ok",
-                            "detail": {"attributes_deleted": held.get(sid, 0)},
-                        }
-                        for sid in ids
-                    ],
-                )
+                held.update((str(sid), int(n)) for sid, n in conn.execute(q))
+            conn.execute(delete(T.attributes).where(a.subject_id.in_(part)))
+            conn.execute(delete(T.identities).where(i.subject_id.in_(part)))
+            conn.execute(
+                update(T.subjects)
+                .where(s.id.in_(part), s.status != ERASED)
+                .values(status=ERASED, erased_at=at)
+            )
+        if self.audit is not None:
+            self.audit.append_many(
+                conn,
+                [
+                    {
+                        "actor": actor,
+                        "action": "vault.erase",
+                        "subject_id": sid,
+                        "result": "already_erased" if status[sid] == ERASED else "ok",
+                        "detail": {"attributes_deleted": held.get(sid, 0)},
+                    }
+                    for sid in ids
+                ],
+            )
         return sum(1 for sid in ids if status[sid] != ERASED)
 
     def _flush_key_store(self) -> None:
