@@ -626,6 +626,13 @@ Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_\-]*$")]
 
 class Policy(Model):
     fiduciary: Literal[1] = Field(1, description="Version of the policy language.")
+    # Review notes, not promises: excluded from dumps, so the digest ignores them as it
+    # ignores comments.
+    todo: list[str] = Field(
+        default_factory=list,
+        exclude=True,
+        description="Open questions of a draft, each reported as a warning (todo.open).",
+    )
     organization: Organization
     version: VersionLabel
     effective: date
