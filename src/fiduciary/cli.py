@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 
-from fiduciary.policy import CompiledPolicy, LoadedPolicy, PolicyError, Problem, compile_policy
+from fiduciary.policy import (
+    CompiledPolicy,
+    LoadedPolicy,
+    PolicyError,
+    Problem,
+    compile_policy,
+    load_policy_text,
+)
 from fiduciary.policy import load_policy as _load
 
 if TYPE_CHECKING:
@@ -38,7 +45,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 policy_app = typer.Typer(
-    help="Check, render and compare policy.yaml files; move them to and from fideslang.",
+    help="Check, render and compare policy.yaml files; move them to and from fideslang; draft one "
+    "from a privacy policy's text.",
     no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
@@ -75,8 +83,6 @@ def _mount_ledgers() -> None:
     app.add_typer(cli_ledgers.disclosures_app, name="disclosures")
     app.add_typer(cli_ledgers.breach_app, name="breach")
 
-
-_mount_ledgers()
 
 # Commands whose modules import the whole runtime (SQLAlchemy, cryptography, jobs) are
 # mounted only when the command line may need them, so that `fiduciary policy check`
@@ -318,6 +324,83 @@ def policy_import(
         raise typer.Exit(EXIT_INVALID) from None
     output.write_text(text, encoding="utf-8")
     out.print(f"wrote {output}; review the TODO comments, then run: fiduciary policy check {output}")
+
+
+@policy_app.command("import-text")
+def policy_import_text(
+    file: Annotated[
+        Path, typer.Argument(help="A privacy policy: plain text, Markdown or HTML.", show_default=False)
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the draft policy.yaml here (default: print it)."),
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the review page (HTML) here.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Draft a policy.yaml from a privacy policy's text, each element tied to the passage that
+    states it; what the text does not say is a TODO that `policy check` reports."""
+    from rich.markup import escape
+
+    from fiduciary.cli_common import refused, usage
+
+    name = escape(str(file))
+    if not file.exists():
+        usage(f"no such file: {name}")
+    if not file.is_file():
+        usage(f"{name} is not a file")
+    try:
+        with file.open("rb") as fh:
+            head = fh.read(8192)
+    except OSError as exc:
+        usage(f"cannot read {name}: {escape(exc.strerror or str(exc))}")
+    # PDF, zip (docx, odt) and OLE (doc) files may have no NUL byte in their first bytes.
+    if b"\0" in head or head.startswith((b"%PDF-", b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        usage(f"{name} is a binary file, not a privacy policy's text: convert it to text or HTML")
+    for target in (output, html):
+        if target is None:
+            continue
+        if target.is_dir():
+            usage(f"{escape(str(target))} is a directory; name the file to write")
+        if target.exists() and not force:
+            usage(f"{escape(str(target))} exists; pass --force to overwrite it")
+    from fiduciary.importer.draft import build_draft
+    from fiduciary.importer.extract import extract
+
+    try:
+        extraction = extract(file, source=file.name)
+        draft = build_draft(extraction)
+    except (ValueError, OSError) as exc:  # undecodable text, an extraction the draft cannot read
+        refused(f"{name}: {escape(str(exc))}")
+    try:
+        # The draft is meant to pass the checker; if it does not, write nothing.
+        loaded = load_policy_text(draft.yaml, str(output or "<draft>"))
+    except PolicyError as exc:
+        for p in exc.problems:
+            _print_problem(p)
+        refused(f"{name}: the draft does not pass the checker (a bug in the importer)")
+    summary = (
+        f"{len(extraction.claims)} claims, {sum(c.needs_review for c in extraction.claims)} to review, "
+        f"{len(loaded.policy.todo)} to do"
+    )
+    if html is not None:
+        from fiduciary.importer.review import review_html
+
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(review_html(extraction, draft.yaml), encoding="utf-8")
+        err.print(f"wrote {html}", markup=False)
+    if output is None:
+        sys.stdout.write(draft.yaml)
+        err.print(f"{file}: {summary}", markup=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(draft.yaml, encoding="utf-8")
+    out.print(f"wrote {output}: {summary}; then run: fiduciary policy check {output}", markup=False)
+
+
+_mount_ledgers()  # after the commands above, so `policy --help` lists check first
 
 
 # --------------------------------------------------------------------------- stores & keys
