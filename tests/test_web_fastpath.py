@@ -189,7 +189,8 @@ class Run:
             audit = conn.execute(
                 select(al.c.action, al.c.purpose, al.c.result, al.c.detail).order_by(al.c.seq)
             ).all()
-        return [self.unfill([str(v) for v in row]) for row in events], [self.unfill(list(row)) for row in audit]
+        stored_events = [self.unfill([str(v) for v in row]) for row in events]
+        return stored_events, [self.unfill(list(row)) for row in audit]
 
 
 def _run(tmp: Path, fastpath: bool) -> Iterator[tuple[Run, FastPath | None]]:
