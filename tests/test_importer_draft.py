@@ -420,7 +420,7 @@ def fake_extract(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, str]]:
     """The command with the hand-made extraction in place of the extractor."""
     calls: list[tuple[Path, str]] = []
 
-    def extract(path_or_text: Path | str, *, source: str) -> Extraction:
+    def extract(path_or_text: Path | str, *, source: str, encoding: str | None = None) -> Extraction:
         calls.append((Path(path_or_text), source))
         if "unreadable" in source:
             raise ValueError("the text cannot be decoded")
@@ -485,3 +485,18 @@ def test_import_text_with_the_real_extractor(tmp_path: Path) -> None:
     result = runner.invoke(app, ["policy", "import-text", str(src), "-o", str(draft)])
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["policy", "check", str(draft)]).exit_code == 0
+
+
+def test_import_text_names_the_encoding_problem_and_takes_an_encoding(tmp_path: Path) -> None:
+    """The real extractor: a Latin-1 file is refused as UTF-8 with where it breaks, and read
+    with --encoding."""
+    src = tmp_path / "latin.txt"
+    src.write_bytes(
+        "Privacy policy. We collect your e-mail address and your name.\nCaf\xe9.".encode("latin-1")
+    )
+    refused = runner.invoke(app, ["policy", "import-text", str(src)])
+    assert refused.exit_code == 1
+    assert "not valid utf-8" in refused.output and "--encoding" in refused.output
+    read = runner.invoke(app, ["policy", "import-text", str(src), "--encoding", "latin-1"])
+    assert read.exit_code == 0, read.output
+    assert "user.contact.email" in read.stdout

@@ -339,6 +339,10 @@ def policy_import_text(
         Path | None, typer.Option("--html", help="Also write the review page (HTML) here.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option("--encoding", help="The file's text encoding (default: as declared, else UTF-8)."),
+    ] = None,
 ) -> None:
     """Draft a policy.yaml from a privacy policy's text, each element tied to the passage that
     states it; what the text does not say is a TODO that `policy check` reports."""
@@ -368,11 +372,14 @@ def policy_import_text(
             usage(f"{escape(str(target))} exists; pass --force to overwrite it")
     from fiduciary.importer.draft import build_draft
     from fiduciary.importer.extract import extract
+    from fiduciary.importer.text import PolicyTextError
 
     try:
-        extraction = extract(file, source=file.name)
+        extraction = extract(file, source=file.name, encoding=encoding)
         draft = build_draft(extraction)
-    except (ValueError, OSError) as exc:  # undecodable text, an extraction the draft cannot read
+    except PolicyTextError as exc:  # undecodable text: the message names the file
+        refused(escape(str(exc)))
+    except (ValueError, OSError) as exc:  # an extraction the draft cannot read
         refused(f"{name}: {escape(str(exc))}")
     try:
         # The draft is meant to pass the checker; if it does not, write nothing.

@@ -168,7 +168,7 @@ def decode(data: bytes, *, where: str = "<bytes>", encoding: str | None = None) 
         except LookupError:
             raise PolicyTextError(
                 f"{where}: declares the unknown encoding {name!r} (offset {declared.start(1)}); "
-                "pass encoding= with a codec Python knows"
+                "name the real one (--encoding, or encoding= from Python)"
             ) from None
         return _decode_as(data, name, where, "declared")
     text = _decode_as(data, "utf-8", where, "default")
@@ -185,7 +185,7 @@ def _decode_as(data: bytes, codec: str, where: str, why: str) -> str:
         raise PolicyTextError(f"{where}: unknown encoding {codec!r}") from None
     except UnicodeDecodeError as exc:
         bad = data[exc.start : exc.start + 1].hex()
-        hint = "" if why == "given" else "; pass encoding= if the file is in another encoding"
+        hint = "" if why == "given" else "; name its encoding (--encoding, or encoding= from Python)"
         raise PolicyTextError(
             f"{where}: not valid {codec} ({why}): byte 0x{bad} at offset {exc.start}{hint}"
         ) from None
