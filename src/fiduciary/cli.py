@@ -344,8 +344,9 @@ def policy_import_text(
         typer.Option("--encoding", help="The file's text encoding (default: as declared, else UTF-8)."),
     ] = None,
 ) -> None:
-    """Draft a policy.yaml from a privacy policy's text, each element tied to the passage that
-    states it; what the text does not say is a TODO that `policy check` reports."""
+    """Draft a policy.yaml from a privacy policy's text, every element under its passage.
+
+    What the text does not say is a TODO that `policy check` reports (docs/importer.md)."""
     from rich.markup import escape
 
     from fiduciary.cli_common import refused, usage
