@@ -409,3 +409,21 @@ def unlink(text: str) -> str:
     text = re.sub(r"!\[[^\[\]]*\]\([^)]*\)", "", text)
     text = re.sub(r"\[([^\[\]]*)\]\([^)]*\)", r"\1", text)
     return re.sub(r"^(?:[#>*•-]+\s*|\(\d+\)\s*)+|[_*]", "", text).strip()
+
+
+def test_an_exception_clause_is_a_retention_rule_of_its_own_and_common_phrasings_count() -> None:
+    """Phrasings of a policy outside the five: an exception with its own period, a basis
+    named as "our contract with you", a privacy mailbox without "contact us"."""
+    x = extract(
+        "We process your data on the basis of our contract with you.\n\n"
+        "After you delete your account, we delete your data within 30 days, except invoices, "
+        "which we keep for 7 years to meet tax obligations.\n\n"
+        "To object, write to privacy@notes.example at any time.\n",
+        source="probe.txt",
+    )
+    assert {c.value["basis"] for c in x.of("legal_bases")} == {"contract"}
+    rules = {(c.value["scope"], c.value["period"]) for c in x.of("retention")}
+    assert rules == {("personal data", "P30D"), ("invoices", "P7Y")}
+    assert [c.value["channel"] for c in x.of("contact")] == ["privacy@notes.example"]
+    for c in x.claims:
+        assert x.source_text[c.evidence.start : c.evidence.end] == c.evidence.text

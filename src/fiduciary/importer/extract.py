@@ -1086,7 +1086,9 @@ _BASIS_RULES: Final = (
         r"|agreement)\b"
         r"|\bin consideration (?:for|of)\b|\bcontract (?:you['’]ve|you have|that you have) entered\b"
         r"|\bcontractual necessity\b"
-        r"|\bto (?:perform|fulfil+) (?:the|a|our|your) (?:contract|agreement)\b|\bcontract\b",
+        r"|\bto (?:perform|fulfil+) (?:the|a|our|your) (?:contract|agreement)\b"
+        r"|\b(?:on the basis of|based on|under) (?:a|the|our|your) contract\b|\bour contract with you\b"
+        r"|\bcontract\b",
         True,
     ),
     ("legitimate_interest", r"\blegitimate interests?\b", False),
@@ -1808,21 +1810,34 @@ def _iso(n: str, unit: str) -> str:
     return f"P{value}{_UNIT[unit.lower()]}"
 
 
+# "..., except invoices, which we keep for 7 years": the exception is a rule of its own.
+_RETENTION_EXCEPTION = _rx(
+    r"[,;]\s*(?:except(?: for)?|other than|but)\s+(?P<scope>[\w'’ -]{2,60}?),?\s+which\s+(?:we\s+)?"
+)
+
+
 def _detect_retention(ctx: _DocContext) -> Iterator[_Cand]:
     for s in ctx.sentences:
         if ctx.children(s) or s.kind == "heading":
             continue
-        for period, rx in _RETENTION_RX:
-            m = rx.search(s.text)
-            if not m:
-                continue
-            value = _iso(m.group("n"), m.group("unit")) if period == "@duration" else period
-            scope = _retention_scope(s.text, value)
-            conf = 0.8 if period != "unspecified" else 0.7
-            yield _cand(
-                "retention", {"scope": scope, "period": value}, s, m, conf, (value, _scope_key(scope))
-            )
-            break
+        # (offset, text, scope given by an exception clause)
+        parts: list[tuple[int, str, str | None]] = [(0, s.text, None)]
+        ex = _RETENTION_EXCEPTION.search(s.text)
+        if ex:
+            parts = [(0, s.text[: ex.start()], None), (ex.start(), s.text[ex.start() :], ex.group("scope"))]
+        for offset, text, given in parts:
+            for period, rx in _RETENTION_RX:
+                m = rx.search(text)
+                if not m:
+                    continue
+                value = _iso(m.group("n"), m.group("unit")) if period == "@duration" else period
+                scope = given.strip() if given else _retention_scope(text, value)
+                conf = 0.8 if period != "unspecified" else 0.7
+                span = (offset + m.start(), offset + m.end())
+                yield _cand(
+                    "retention", {"scope": scope, "period": value}, s, span, conf, (value, _scope_key(scope))
+                )
+                break
 
 
 # ====================================================================== rights
@@ -2584,6 +2599,10 @@ _OBFUSCATED = re.compile(
     r"\b[\w.+-]+(?:-at-|\s?\(at\)\s?|\s?\[at\]\s?)[\w-]+(?:(?:\.|\s?\(dot\)\s?|\s?\[dot\]\s?)[\w-]+)+\b", _I
 )
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s)\]\[<>\"“”]+", _I)
+# privacy@, dpo@, data-protection@ ...: a privacy contact point wherever it is written.
+_PRIVACY_MAILBOX = re.compile(
+    r"\b(?:privacy|dpo|data-?protection|gdpr|dataprotection|legal)@[\w-]+(?:\.[\w-]+)+\b", _I
+)
 _CONTACT_CUE = _rx(
     r"\bcontact\b|\bcontact(?:ing)? us\b|\be-?mail us\b|\bwrite to us\b|\breach us\b|\bget in touch\b"
     r"|\bquestions\b|\bconcerns\b|\binquiries\b"
@@ -2594,7 +2613,7 @@ def _detect_contact(ctx: _DocContext) -> Iterator[_Cand]:
     best: tuple[float, _Cand] | None = None
     for s in ctx.sentences:
         text = s.text
-        cue = _CONTACT_CUE.search(text)
+        cue = _CONTACT_CUE.search(text) or _PRIVACY_MAILBOX.search(text)
         if not cue:
             continue
         for rx in (_EMAIL, _OBFUSCATED, _URL):
