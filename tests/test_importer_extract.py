@@ -427,3 +427,13 @@ def test_an_exception_clause_is_a_retention_rule_of_its_own_and_common_phrasings
     assert [c.value["channel"] for c in x.of("contact")] == ["privacy@notes.example"]
     for c in x.claims:
         assert x.source_text[c.evidence.start : c.evidence.end] == c.evidence.text
+
+
+def test_a_period_before_its_start_event_and_orders_processed_and_delivered() -> None:
+    x = extract(
+        "We use personal information to process and deliver your orders.\n\n"
+        "Marketing data is deleted two years after your last interaction with us.\n",
+        source="shop.txt",
+    )
+    assert "essential.service.payment_processing" in {c.value["key"] for c in x.of("purposes")}
+    assert {(c.value["scope"], c.value["period"]) for c in x.of("retention")} == {("Marketing data", "P2Y")}

@@ -824,7 +824,8 @@ _PURPOSE_RULES: Final[tuple[tuple[str, str, float], ...]] = (
         r"\bpayment processing\b|\bprocess(?:ing)? (?:your )?(?:payments?|orders?|transactions?"
         r"|purchases?)\b|\bpayments\b"
         r"|\bfee-based transactions\b|\bbilling purposes\b|\bto bill you\b|\border (?:and|&) payment\b"
-        r"|\bcomplete (?:your )?(?:purchases?|transactions?)\b",
+        r"|\bcomplete (?:your )?(?:purchases?|transactions?)\b"
+        r"|\bprocess(?:ing)? and (?:deliver|fulfil+|ship)\w* (?:your )?orders?\b",
         "essential.service.payment_processing",
         0.7,
     ),
@@ -1731,6 +1732,13 @@ _RETENTION_RULES: Final = (
         r"|nine|ten|eleven|twelve"
         r"|thirteen|fourteen|fifteen|eighteen|twenty|thirty|sixty|ninety|a|an)\s*(?:\(\d+\)\s*)?(?P<unit>day"
         r"|week|month|year)s?\b",
+    ),
+    (
+        # "deleted two years after your last interaction"
+        "@duration",
+        r"\b(?:deleted|removed|erased|purged|anonymi[sz]ed|discarded)\s+(?P<n>\d{1,4}|one|two|three|four|five|six"
+        r"|seven|eight|nine|ten|eleven|twelve|eighteen|twenty|thirty|sixty|ninety|a|an)\s+(?P<unit>day|week"
+        r"|month|year)s?\s+(?:after|from)\b",
     ),
     ("limited period", r"\bfor a (?:limited|short|brief) (?:period(?: of time)?|time)\b"),
     (
