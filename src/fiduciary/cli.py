@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from fiduciary.cli_common import store_settings
 from fiduciary.policy import (
     CompiledPolicy,
     LoadedPolicy,
@@ -58,6 +59,7 @@ audit_app = typer.Typer(
     help="The audit trail: verify the chain and its signed checkpoints.", no_args_is_help=True
 )
 app.add_typer(audit_app, name="audit")
+
 
 def _mount_web() -> None:
     from fiduciary import cli_web
@@ -429,26 +431,6 @@ KeyringFile = Annotated[
 ]
 
 
-def _settings(
-    data_dir: Path | None = None,
-    database_url: str | None = None,
-    keys_database_url: str | None = None,
-    keyring: Path | None = None,
-) -> Settings:
-    from fiduciary.config import Settings
-
-    try:
-        s = Settings()
-    except ValueError as exc:
-        _fail_usage(f"bad FIDUCIARY_* setting: {exc}")
-    return s.override(
-        data_dir=data_dir,
-        database_url=database_url,
-        keys_database_url=keys_database_url,
-        keyring_file=keyring,
-    )
-
-
 def _keyring_or_exit(s: Settings) -> Keyring:
     from fiduciary.vault.keyring import Keyring, KeyringError
 
@@ -466,7 +448,7 @@ def keys_init(data_dir: DataDir = None, keyring: KeyringFile = None) -> None:
     """Create a new keyring file (mode 0600). Refuses to overwrite one."""
     from fiduciary.vault.keyring import Keyring
 
-    path = _settings(data_dir, keyring=keyring).resolved_keyring_file()
+    path = store_settings(data_dir, keyring=keyring).resolved_keyring_file()
     if path.exists():
         _fail_usage(f"{path} exists; a new keyring would make every encrypted value unreadable")
     Keyring.generate().save(path)
@@ -489,7 +471,7 @@ def keys_rotate(
     from fiduciary.store import make_engine, upgrade
     from fiduciary.vault.rotate import rotate_keys
 
-    s = _settings(data_dir, None, keys_database_url, keyring)
+    s = store_settings(data_dir, None, keys_database_url, keyring)
     if s.keyring:
         _fail_usage("the keyring comes from FIDUCIARY_KEYRING; rotate a keyring file instead")
     path = s.resolved_keyring_file()
@@ -521,7 +503,7 @@ def audit_verify(
     from fiduciary.audit import AuditLog
     from fiduciary.store import make_engine, upgrade
 
-    s = _settings(data_dir, database_url, None, keyring)
+    s = store_settings(data_dir, database_url, None, keyring)
     ring = _keyring_or_exit(s)
     data = make_engine(s.resolved_database_url())
     upgrade(data, "data")
@@ -569,7 +551,7 @@ def worker(
     """Run a Celery worker for jobs: rights requests and retention sweeps (needs FIDUCIARY_BROKER_URL)."""
     from fiduciary.jobs import start_worker
 
-    s = _settings()
+    s = store_settings()
     if not s.broker_url:
         _fail_usage("no broker: set FIDUCIARY_BROKER_URL to redis://... or amqp://...")
     start_worker(s, concurrency, imports=["fiduciary.requests.runner", "fiduciary.retention"])

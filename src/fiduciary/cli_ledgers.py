@@ -25,7 +25,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -39,7 +38,9 @@ from fiduciary.cli_common import (
     KeysDatabaseOpt,
     PolicyOpt,
     err,
+    moment,
     out,
+    store_settings,
 )
 from fiduciary.cli_common import (
     refused as _refused,
@@ -66,28 +67,6 @@ KeyringOpt = Annotated[
     Path | None, typer.Option("--keyring", help="Keyring file (default: DATA_DIR/keyring.json).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _settings(
-    policy: Path | None,
-    data_dir: Path | None,
-    database_url: str | None,
-    keys_database_url: str | None,
-    keyring: Path | None,
-) -> Settings:
-    from fiduciary.config import Settings
-
-    try:
-        s = Settings()
-    except ValueError as exc:  # a FIDUCIARY_* variable that does not parse
-        _usage(f"settings: {exc}")
-    return s.override(
-        policy=policy,
-        data_dir=data_dir,
-        database_url=database_url,
-        keys_database_url=keys_database_url,
-        keyring_file=keyring,
-    )
 
 
 @contextmanager
@@ -126,20 +105,6 @@ def _mailer(settings: Settings) -> Any:
         return Mailer.from_settings(settings)
     except MailInputError as exc:
         _usage(str(exc))
-
-
-def _moment(value: str | None, what: str) -> datetime | None:
-    """An ISO date or date-time; a date is midnight UTC, a time without zone is UTC."""
-    if value is None:
-        return None
-    try:
-        if len(value) == 10:
-            d = date.fromisoformat(value)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC)
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        _usage(f"{what} {value!r}: expected a date (2026-11-23) or a date and time (2026-11-23T09:30+01:00)")
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _subject_ids(subjects: list[str] | None, subjects_file: Path | None) -> list[str]:
@@ -204,7 +169,7 @@ def disclosures_record(
         _usage("give --category: what data was disclosed")
     if not ids:
         _usage("give --subject or --subjects-file: whose data was disclosed")
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         d = fid.disclosures.record(
             recipient,
@@ -212,7 +177,7 @@ def disclosures_record(
             category,
             ids,
             basis=basis,
-            at=_moment(at, "--at"),
+            at=moment(at, "--at"),
             legal_demand=legal_demand,
             gag=gag,  # type: ignore[arg-type]  # checked by the ledger
             reference=reference,
@@ -245,7 +210,7 @@ def disclosures_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The ledger, oldest first."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         if subject is not None:
             found = fid.disclosures.of_subject(subject)
@@ -253,8 +218,8 @@ def disclosures_list(
             found = fid.disclosures.query(
                 recipient=recipient,
                 kind=kind,
-                since=_moment(since, "--since"),
-                until=_moment(until, "--until"),
+                since=moment(since, "--since"),
+                until=moment(until, "--until"),
                 limit=limit,
             )
     if as_json:
@@ -291,7 +256,7 @@ def disclosures_lift_gag(
     actor: ActorOpt = "cli",
 ) -> None:
     """The gag on a legal demand no longer holds: tell the people (PLU-9)."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         d = fid.disclosures.lift_gag(disclosure_id, actor=actor)
         out.print(f"disclosure {d.id}: gag lifted; people told: {d.notify}")
@@ -311,7 +276,7 @@ def disclosures_tell(
     actor: ActorOpt = "cli",
 ) -> None:
     """Mail the people a legal demand concerned (when they are to be told)."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         r = fid.disclosures.tell(disclosure_id, _mailer(s), actor=actor)
     out.print(f"mailed {r.sent}, no address {r.no_address}, failed {r.failed}, left {r.left}")
@@ -332,9 +297,9 @@ def disclosures_transparency(
     """The transparency report of a period: disclosures per recipient, legal demands."""
     if fmt not in ("markdown", "json"):
         _usage(f"--format must be markdown or json, not {fmt!r}")
-    start, end = _moment(since, "--since"), _moment(until, "--until")
+    start, end = moment(since, "--since"), moment(until, "--until")
     assert start is not None and end is not None
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         report = fid.disclosures.transparency_report(since=start, until=end)
     text = report.to_markdown() if fmt == "markdown" else json.dumps(report.to_dict(), indent=2) + "\n"
@@ -401,7 +366,7 @@ def disclosures_aggregate(
     if not category:
         _usage("give --category: the categories the statistics are made from")
     data = _read_rows(rows)
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         export = export_aggregates(
             fid,
@@ -476,13 +441,13 @@ def breach_detect(
     actor: ActorOpt = "cli",
 ) -> None:
     """Register a breach: the 72-hour clock starts at --detected-at (default now)."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         b = fid.breaches.detect(
             title,
             nature,
-            detected_at=_moment(detected_at, "--detected-at"),
-            occurred_at=_moment(occurred_at, "--occurred-at"),
+            detected_at=moment(detected_at, "--detected-at"),
+            occurred_at=moment(occurred_at, "--occurred-at"),
             categories=category or [],
             subject_ids=_subject_ids(subject, subjects_file),
             subjects_estimate=subjects_estimate,
@@ -504,7 +469,7 @@ def breach_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The register, the most recently detected first, with each clock."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         found = fid.breaches.query(status=status)
     if as_json:
@@ -525,7 +490,7 @@ def breach_show(
     as_json: JsonOpt = False,
 ) -> None:
     """One breach with its events."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         b = fid.breaches.get(breach_id)
     if as_json:
@@ -556,7 +521,7 @@ def breach_assess(
     actor: ActorOpt = "cli",
 ) -> None:
     """Assess the risk to people; add the data and people found affected since."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         b = fid.breaches.assess(
             breach_id,
@@ -586,7 +551,7 @@ def breach_notice(
     """Print the drafted notice for the authority (Art. 33) or for the people (Art. 34)."""
     if to not in ("authority", "subjects"):
         _usage(f"--for must be authority or subjects, not {to!r}")
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         letter = (
             fid.breaches.authority_notice(breach_id)
@@ -612,10 +577,10 @@ def breach_notify_authority(
     actor: ActorOpt = "cli",
 ) -> None:
     """Record that the supervisory authority was notified."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         b = fid.breaches.notify_authority(
-            breach_id, at=_moment(at, "--at"), reference=reference, delay_reason=delay_reason, actor=actor
+            breach_id, at=moment(at, "--at"), reference=reference, delay_reason=delay_reason, actor=actor
         )
     out.print(_breach_text(b), markup=False)
 
@@ -634,7 +599,7 @@ def breach_notify_subjects(
     actor: ActorOpt = "cli",
 ) -> None:
     """Mail the notice to every person linked to the breach, in batches."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         r = fid.breaches.notify_subjects(breach_id, _mailer(s), force=force, actor=actor)
     out.print(f"mailed {r.sent}, no address {r.no_address}, failed {r.failed}, left {r.left}")
@@ -652,7 +617,7 @@ def breach_close(
     actor: ActorOpt = "cli",
 ) -> None:
     """Close a breach (it stays in the register)."""
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         b = fid.breaches.close(breach_id, summary=summary, actor=actor)
     out.print(_breach_text(b), markup=False)
@@ -670,7 +635,7 @@ def breach_overdue(
 
     Exit 1 when there is one, for a monitoring job.
     """
-    s = _settings(policy, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, policy)
     with _open(s) as fid:
         late = fid.breaches.overdue()
     for b in late:
@@ -715,7 +680,7 @@ def policy_publish(
 
     from fiduciary.publish import publish, send_notices
 
-    s = _settings(file, data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring, file)
     with _open(s) as fid:
         pub = publish(fid, email=email, actor=actor)
         delivery = None

@@ -29,6 +29,7 @@ from fiduciary.cli_common import (
     KeysDatabaseOpt,
     PolicyOpt,
     err,
+    moment,
     out,
 )
 from fiduciary.cli_common import (
@@ -68,16 +69,6 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
             _usage(f"{what} {item!r}: expected name=value")
         found[key.strip()] = value.strip()
     return found
-
-
-def _moment(at: str | None) -> datetime | None:
-    if at is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(at)
-    except ValueError:
-        _usage(f"--at {at!r}: not an ISO 8601 date or time (e.g. 2026-01-31 or 2026-01-31T12:00:00Z)")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _interval(every: str) -> timedelta:
@@ -164,10 +155,10 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Say what a sweep would change, per rule and target; change nothing."""
-    moment = _moment(at)
+    as_of = moment(at, "--at")
     with _retention(policy, data_dir, database_url, keys_database_url, connection, clock, batch_size) as r:
         try:
-            p = r.plan(moment)
+            p = r.plan(as_of)
         except ValueError as exc:
             _usage(str(exc))
     if as_json:
@@ -197,9 +188,9 @@ def run(
     """Sweep: carry the retention rules out now (resuming an unfinished sweep first)."""
     from fiduciary.retention import RetentionScheduler, SweepRunning
 
-    moment = _moment(at)
+    as_of = moment(at, "--at")
     interval = _interval(every) if every is not None else None
-    if interval is not None and moment is not None:
+    if interval is not None and as_of is not None:
         _usage("--at and --every exclude each other: a schedule sweeps as of each moment it runs")
     with _retention(policy, data_dir, database_url, keys_database_url, connection, clock, batch_size) as r:
         if interval is not None:
@@ -211,7 +202,7 @@ def run(
                 scheduler.stop()
             return
         try:
-            job_id = r.start(moment, actor=actor)
+            job_id = r.start(as_of, actor=actor)
         except SweepRunning as exc:
             job_id = exc.job_id
         except ValueError as exc:

@@ -33,6 +33,7 @@ from fiduciary.cli_common import (
     PolicyOpt,
     err,
     out,
+    settings,
 )
 from fiduciary.cli_common import (
     refused as _refused,
@@ -68,14 +69,6 @@ ScreeningDirOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _settings(**values: Any) -> Settings:
-    try:
-        s = Settings()
-    except ValueError as exc:  # a FIDUCIARY_* variable that does not parse
-        _usage(f"settings: {exc}")
-    return s.override(**values)
 
 
 def _lists_dir(s: Settings) -> Path:
@@ -139,7 +132,7 @@ def load(
     except ValueError as exc:
         _usage(f"--algorithm: {exc}")
     list_name = name or files[0].stem
-    s = _settings(data_dir=data_dir, screening_dir=screening_dir)
+    s = settings(data_dir=data_dir, screening_dir=screening_dir)
     started = time.perf_counter()
     try:
         hl, report = load_hash_list(list_name, files, algorithms=algorithms, skip_bad=skip_bad)
@@ -165,7 +158,7 @@ def lists_(
     screening_dir: ScreeningDirOpt = None,
 ) -> None:
     """The loaded hash lists: algorithms, digest counts, sources."""
-    s = _settings(data_dir=data_dir, screening_dir=screening_dir)
+    s = settings(data_dir=data_dir, screening_dir=screening_dir)
     try:
         loaded = HashLists.open_dir(_lists_dir(s))
     except HashListError as exc:
@@ -200,7 +193,7 @@ def remove(
     screening_dir: ScreeningDirOpt = None,
 ) -> None:
     """Remove a hash list (its cache file)."""
-    s = _settings(data_dir=data_dir, screening_dir=screening_dir)
+    s = settings(data_dir=data_dir, screening_dir=screening_dir)
     for path in sorted(_lists_dir(s).glob(f"*{CACHE_SUFFIX}")):
         try:
             hl = HashList.open(path, verify=False)
@@ -239,7 +232,7 @@ def check(
             lookups.append((h, {by_length[len(h)]: bytes.fromhex(h)}))
         except ValueError:
             _usage(f"--digest {d!r}: not hexadecimal")
-    s = _settings(data_dir=data_dir, screening_dir=screening_dir)
+    s = settings(data_dir=data_dir, screening_dir=screening_dir)
     try:
         loaded = HashLists.open_dir(_lists_dir(s))
     except HashListError as exc:
@@ -279,7 +272,7 @@ def matches(
     screening_dir: ScreeningDirOpt = None,
 ) -> None:
     """Recorded matches (no personal data shown: the uploader's details stay encrypted)."""
-    s = _settings(
+    s = settings(
         policy=policy,
         data_dir=data_dir,
         database_url=database_url,
@@ -326,7 +319,7 @@ def reports(
     """Reports for the designated organisation: queued and sent."""
     if status not in (None, "queued", "sent"):
         _usage(f"--status {status!r}: queued or sent")
-    s = _settings(
+    s = settings(
         policy=policy,
         data_dir=data_dir,
         database_url=database_url,
@@ -380,7 +373,7 @@ def send(
     FIDUCIARY_SCREENING_REPORT_EMAIL. Exit 1 when one could not be sent."""
     from fiduciary.mail import Mailer, MailError
 
-    s = _settings(
+    s = settings(
         policy=policy,
         data_dir=data_dir,
         database_url=database_url,
@@ -409,7 +402,7 @@ def destroy(
 ) -> None:
     """Crypto-shred a match: the quarantined copy and the uploader's details become
     unreadable; the record that there was a match stays."""
-    s = _settings(
+    s = settings(
         policy=policy,
         data_dir=data_dir,
         database_url=database_url,

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from fiduciary.cli_common import store_settings
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -54,26 +56,6 @@ Actor = Annotated[
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     err.print(f"[red]error[/red]: {message}")
     raise typer.Exit(code)
-
-
-def _settings(
-    data_dir: Path | None = None,
-    database_url: str | None = None,
-    keys_database_url: str | None = None,
-    keyring: Path | None = None,
-) -> Settings:
-    from fiduciary.config import Settings
-
-    try:
-        s = Settings()
-    except ValueError as exc:
-        _fail(f"bad FIDUCIARY_* setting: {exc}")
-    return s.override(
-        data_dir=data_dir,
-        database_url=database_url,
-        keys_database_url=keys_database_url,
-        keyring_file=keyring,
-    )
 
 
 @dataclass
@@ -142,7 +124,7 @@ def serve(
     from fiduciary.core import Fiduciary
     from fiduciary.policy import PolicyError
 
-    s = _settings(data_dir, database_url, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring)
     sweep = retention_every.strip().lower() != "off"
     if sweep:
         from fiduciary.config import retention_interval
@@ -214,7 +196,7 @@ def keys_create(
     """
     from fiduciary.web.auth import AuthInputError, create_api_key
 
-    stores = _stores(_settings(data_dir, database_url, None, keyring))
+    stores = _stores(store_settings(data_dir, database_url, None, keyring))
     try:
         key_id, secret = create_api_key(stores, name, scope, actor=actor)
     except AuthInputError as exc:
@@ -235,7 +217,7 @@ def keys_list(
     """List API keys (ids, names, scopes; never the keys themselves)."""
     from fiduciary.web.auth import list_api_keys
 
-    stores = _stores(_settings(data_dir, database_url, None, keyring))
+    stores = _stores(store_settings(data_dir, database_url, None, keyring))
     try:
         keys = list_api_keys(stores, include_revoked=all_keys)
     finally:
@@ -264,7 +246,7 @@ def keys_revoke(
     """Revoke an API key. Running servers stop accepting it within a second."""
     from fiduciary.web.auth import UnknownApiKey, revoke_api_key
 
-    stores = _stores(_settings(data_dir, database_url, None, keyring))
+    stores = _stores(store_settings(data_dir, database_url, None, keyring))
     try:
         changed = revoke_api_key(stores, key_id, actor=actor)
     except UnknownApiKey as exc:
@@ -300,7 +282,7 @@ def users_create(
     """Create a console user (argon2id password hash) with a role."""
     from fiduciary.web.auth import AuthInputError, create_user
 
-    stores = _stores(_settings(data_dir, database_url, None, keyring))
+    stores = _stores(store_settings(data_dir, database_url, None, keyring))
     try:
         user = create_user(stores, username, password, role, actor=actor)
     except AuthInputError as exc:
@@ -318,7 +300,7 @@ def users_list(
     """List console users and their roles."""
     from fiduciary.web.auth import list_users
 
-    stores = _stores(_settings(data_dir, database_url, None, keyring))
+    stores = _stores(store_settings(data_dir, database_url, None, keyring))
     try:
         users = list_users(stores)
     finally:
@@ -343,7 +325,7 @@ def users_disable(
     """Disable a console user (kept, so the audit trail's actors stay resolvable)."""
     from fiduciary.web.auth import UnknownUser, disable_user
 
-    stores = _stores(_settings(data_dir, database_url, None, keyring))
+    stores = _stores(store_settings(data_dir, database_url, None, keyring))
     try:
         changed = disable_user(stores, username, actor=actor)
     except UnknownUser as exc:
