@@ -233,20 +233,22 @@ class WebState:
         if not asked:
             return {}
         states = self.states(dict.fromkeys(a.subject_id for a in asked))
-        decide = self.fid.decider.decide
         out: dict[DecisionAsked, Decided | str] = {}
         for a in asked:
             st = states.get(a.subject_id)
-            if st is None:
-                out[a] = UNKNOWN
-                continue
-            applies = a.gpc and self.gpc_applies(st.jurisdiction)
-            if applies and not st.sale_opt_out:
-                out[a] = RECORD_GPC_FIRST
-                continue
-            d = decide(st, a.purpose, a.categories, a.recipient, audience=a.audience, gpc=applies)
-            out[a] = Decided(d, applies)
+            out[a] = UNKNOWN if st is None else self.decide_with(st, a)
         return out
+
+    def decide_with(self, st: SubjectState, a: DecisionAsked) -> Decided | str:
+        """The decision on a state in hand (no I/O), or RECORD_GPC_FIRST when the request's
+        GPC is an opt-out the ledger does not hold yet (LAW-12: it must be recorded)."""
+        applies = a.gpc and self.gpc_applies(st.jurisdiction)
+        if applies and not st.sale_opt_out:
+            return RECORD_GPC_FIRST
+        d = self.fid.decider.decide(
+            st, a.purpose, a.categories, a.recipient, audience=a.audience, gpc=applies
+        )
+        return Decided(d, applies)
 
     async def decide(self, asked: DecisionAsked) -> Decided | str:
         """Decide and audit in one trip to the writer: the subject's state read with the

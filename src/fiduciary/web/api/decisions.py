@@ -14,13 +14,12 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from fiduciary.consent.ledger import EventKind, NewEvent
-from fiduciary.consent.ledger import UnknownSubject as UnknownConsentSubject
 from fiduciary.core import decision_entry
 from fiduciary.web.api.convert import decision_out
 from fiduciary.web.api.models import DecisionBatchIn, DecisionBatchOut, DecisionIn, DecisionOut
 from fiduciary.web.deps import GPC_HEADER, Caller, access
 from fiduciary.web.problems import FieldError, ProblemException
-from fiduciary.web.state import UNKNOWN, Decided, DecisionAsked, WebState
+from fiduciary.web.state import RECORD_GPC_FIRST, UNKNOWN, Decided, DecisionAsked, WebState
 
 router = APIRouter(tags=["decisions"])
 Decide = Annotated[Caller, access("decisions")]
@@ -52,31 +51,27 @@ async def decide_one(caller: Caller, body: DecisionIn) -> DecisionOut:
     """The decision ``POST /decisions`` answers (also served by ``fiduciary.web.fastpath``)."""
     web = caller.web
     sid = body.subject_id
+    asked = DecisionAsked(
+        caller.actor, sid, body.purpose, body.categories, body.recipient, body.audience, caller.gpc
+    )
     st = web.cached_state(sid)
     if st is None:
         # One trip to the writer: the state read with the batch's others, the decision
         # made there and its audit entry committed with the batch's.
-        asked = DecisionAsked(
-            caller.actor, sid, body.purpose, body.categories, body.recipient, body.audience, caller.gpc
-        )
         made = await web.decide(asked)
-        if isinstance(made, Decided):
-            return decision_out(sid, made.decision, made.gpc)
         if made == UNKNOWN:
             raise _unknown([("subject_id", sid)])
-        st = await web.load_state(sid)  # RECORD_GPC_FIRST: below
-    applies = caller.gpc and web.gpc_applies(st.jurisdiction)
-    if applies and not st.sale_opt_out:
+    else:
+        made = web.decide_with(st, asked)
+        if isinstance(made, Decided):
+            await web.audit(decision_entry(caller.actor, sid, made.decision, body.recipient, body.audience))
+    if made == RECORD_GPC_FIRST:
         await web.record(_gpc_opt_out(web, sid, caller.actor))
-        try:
-            st = await web.load_state(sid)
-        except UnknownConsentSubject:  # erased meanwhile
-            raise _unknown([("subject_id", sid)]) from None
-    d = web.fid.decider.decide(
-        st, body.purpose, body.categories, body.recipient, audience=body.audience, gpc=applies
-    )
-    await web.audit(decision_entry(caller.actor, sid, d, body.recipient, body.audience))
-    return decision_out(sid, d, applies)
+        made = web.decide_with(await web.load_state(sid), asked)
+        assert isinstance(made, Decided)  # the opt-out is in the state now
+        await web.audit(decision_entry(caller.actor, sid, made.decision, body.recipient, body.audience))
+    assert isinstance(made, Decided)
+    return decision_out(sid, made.decision, made.gpc)
 
 
 def _gpc_opt_out(web: WebState, subject_id: str, actor: str) -> NewEvent:
