@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol, Required, TypedDict, Unpack, cast
 
-import sqlalchemy as sa
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -802,9 +801,14 @@ class ConsentLedger:
                 conn.execute(delete(cs))
                 written += conn.execute(statement(true())).rowcount
             else:
+                clear, fill = (
+                    delete(cs).where(self._ids_in(cs.c.subject_id)),
+                    statement(self._ids_in(ce.c.subject_id)),
+                )
                 for chunk in _chunks(list(dict.fromkeys(subject_ids))):
-                    conn.execute(delete(cs).where(self._in(cs.c.subject_id, chunk)))
-                    written += conn.execute(statement(self._in(ce.c.subject_id, chunk))).rowcount
+                    param = {"ids": self._ids_param(chunk)}
+                    conn.execute(clear, param)
+                    written += conn.execute(fill, param).rowcount
         return written
 
     def _ids_in(self, column: ColumnElement[str]) -> ColumnElement[bool]:
@@ -816,13 +820,6 @@ class ConsentLedger:
 
     def _ids_param(self, ids: list[str]) -> list[str] | str:
         return ids if self._pg else json.dumps(ids)
-
-    def _in(self, column: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
-        # PostgreSQL: one array parameter; thousands of IN placeholders cost more to send
-        # and parse than the lookup itself.
-        if self._pg:
-            return column == any_(sa.cast(values, postgresql.ARRAY(String())))
-        return column.in_(values)
 
 
 # ---------------------------------------------------------------------- helpers
