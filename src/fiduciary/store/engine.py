@@ -59,6 +59,15 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def sqlite_file(engine: Engine) -> Path | None:
+    """The database file of an SQLite engine; None for other databases and in-memory or
+    URI-named SQLite databases."""
+    db = engine.url.database
+    if not is_sqlite(engine) or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
 class BackgroundCheckpoints:
     """Moves an SQLite engine's WAL checkpoints off the commit path, for a server.
 
@@ -77,8 +86,8 @@ class BackgroundCheckpoints:
         import sqlite3
         import threading
 
-        db = engine.url.database
-        if not is_sqlite(engine) or not db or db == ":memory:" or db.startswith("file:"):
+        db = sqlite_file(engine)
+        if db is None:
             raise ValueError("background checkpoints need an SQLite database file")
         self.engine = engine
         self.every = every

@@ -383,9 +383,7 @@ notices = Table(
 policy_publications = Table(
     "policy_publications",
     data,
-    Column(
-        "version_id", BigInteger, ForeignKey("policy_versions.id"), primary_key=True, autoincrement=False
-    ),
+    Column("version_id", BigInteger, ForeignKey("policy_versions.id"), primary_key=True, autoincrement=False),
     Column("at", TS, nullable=False),
     Column("actor", String(128), nullable=False),
     Column("previous_id", BigInteger, nullable=True),
@@ -469,9 +467,7 @@ screening_reports = Table(
     "screening_reports",
     data,
     Column("id", String(32), primary_key=True),  # random; the reference in the report
-    Column(
-        "match_id", String(32), ForeignKey("screening_matches.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("match_id", String(32), ForeignKey("screening_matches.id", ondelete="CASCADE"), nullable=False),
     Column("organization", String(255), nullable=False),  # the policy's screening.report_to
     Column("recipient", String(64), nullable=True),  # the policy's recipient key, if any
     Column("address", String(320), nullable=True),  # where it is mailed

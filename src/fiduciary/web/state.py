@@ -34,7 +34,7 @@ from fiduciary.decide import Audience, Decision, SubjectState
 from fiduciary.mail import Mailer
 from fiduciary.policy.model import GpcEffect
 from fiduciary.requests.lifecycle import RequestDesk
-from fiduciary.store import BackgroundCheckpoints
+from fiduciary.store import BackgroundCheckpoints, sqlite_file
 from fiduciary.web.auth import ApiKeyCache
 from fiduciary.web.batching import Batcher
 
@@ -103,7 +103,7 @@ class WebState:
             ConsentLedger(self._reader_engine, fid.policy) if self._reader_engine is not None else fid.consent
         )
         self._lock_path = _write_lock_path(fid.data)
-        self._checkpoints = BackgroundCheckpoints(fid.data) if _sqlite_file(fid.data) is not None else None
+        self._checkpoints = BackgroundCheckpoints(fid.data) if sqlite_file(fid.data) is not None else None
         # Looked up on the event loop once a second per key: never behind the write lock.
         self.keys = ApiKeyCache(self._reader_engine or fid.data, ttl=key_cache_ttl)
         # One writer for both kinds: one transaction (and one turn of the lock) per batch.
@@ -327,17 +327,10 @@ class WebState:
             self.fid.close()
 
 
-def _sqlite_file(engine: Engine) -> Path | None:
-    db = engine.url.database
-    if engine.dialect.name != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
-        return None
-    return Path(db)
-
-
 def _read_only_engine(data: Engine) -> Engine | None:
     """For SQLite files: an engine whose statements run without BEGIN (each is its own
     read transaction, which in WAL mode takes no lock) and cannot write (query_only)."""
-    if _sqlite_file(data) is None:
+    if sqlite_file(data) is None:
         return None
     engine = create_engine(data.url, connect_args={"check_same_thread": False})
 
@@ -353,7 +346,7 @@ def _read_only_engine(data: Engine) -> Engine | None:
 
 
 def _write_lock_path(data: Engine) -> Path | None:
-    db = _sqlite_file(data)
+    db = sqlite_file(data)
     if db is None:
         return None
     try:

@@ -148,7 +148,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_identities_subject_id"), ["subject_id"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("identities", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_identities_subject_id"))

@@ -112,7 +112,6 @@ def upgrade() -> None:
         )
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("request_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_request_events_request_id_id"))
