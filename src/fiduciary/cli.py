@@ -399,7 +399,7 @@ def policy_import_text(
         from fiduciary.importer.review import review_html
 
         html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(review_html(extraction, draft.yaml), encoding="utf-8")
+        html.write_text(review_html(extraction, draft), encoding="utf-8")
         err.print(f"wrote {html}", markup=False)
     if output is None:
         sys.stdout.write(draft.yaml)

@@ -92,9 +92,11 @@ pre.draft .dl { display: block; }
 """
 
 
-def review_html(extraction: Extraction, draft_yaml: str) -> str:
-    """The review page of ``draft_yaml``, the draft made from ``extraction``."""
-    plan = build_draft(extraction)
+def review_html(extraction: Extraction, draft: Draft | str) -> str:
+    """The review page of ``draft``, made from ``extraction``: the ``Draft`` that
+    ``build_draft`` returned (as the CLI has it), or its YAML text (then built again)."""
+    plan = draft if isinstance(draft, Draft) else build_draft(extraction)
+    draft_yaml = plan.yaml if isinstance(draft, Draft) else draft
     anchors = _element_anchors(plan.elements)
     of_claim: dict[int, list[int]] = {}  # claim -> the elements it produced, by position
     for n, el in enumerate(plan.elements):
