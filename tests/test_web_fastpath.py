@@ -2,6 +2,8 @@
 front of: the same calls, good and bad, sent to a server with it and to one without give
 the same status, content type and body, and leave the same consent events and audit
 entries behind. And it does serve the good calls itself (counted), handing the rest over.
+Among the calls: GPC recorded as an opt-out of sale where the law makes it one (LAW-12),
+and consent given with the notice text, language and IP kept as its proof (LAW-8).
 """
 
 from __future__ import annotations
