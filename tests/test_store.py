@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect, select
 
+from fiduciary.policy import compile_policy, load_policy
 from fiduciary.store import BackgroundCheckpoints, make_engine, tables, upgrade
 from fiduciary.store.migrate import downgrade
+from fiduciary.vault import Keyring, NewSubject, Vault
 from tests.conftest import Stores
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_migrations_match_the_declared_tables(stores: Stores) -> None:
@@ -93,3 +98,39 @@ def test_background_checkpoints_take_the_wal_off_the_commit_path(tmp_path: Path)
     engine.dispose()
     with pytest.raises(ValueError, match="SQLite database file"):
         BackgroundCheckpoints(make_engine("sqlite://"))
+
+
+def test_dropping_the_vaults_foreign_keys_keeps_every_row(fresh_url: str, tmp_path: Path) -> None:
+    """data_0010 drops identities' and attributes' foreign keys to subjects (the vault alone
+    writes them; the per-row check halved bulk imports on PostgreSQL). Upgrading a store that
+    holds subjects keeps every row readable; downgrading puts the keys back, rows intact."""
+    cp = compile_policy(load_policy(EXAMPLES / "voiceapi" / "policy.yaml"))
+    data, keys = make_engine(fresh_url), make_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    upgrade(data, "data", "data_0009")
+    upgrade(keys, "keys")
+    vault = Vault(data, keys, Keyring.generate(), cp)
+    at = datetime(2026, 11, 23, tzinfo=UTC)
+    people = [
+        NewSubject("customer", "eu", {"email": f"p{i}@example.com"}, "v1", {"user.name": f"P {i}"}, now=at)
+        for i in range(20)
+    ]
+    assert vault.import_subjects(people) == 20
+
+    def foreign_keys() -> list[str]:
+        found = inspect(data)
+        tables_ = ("identities", "attributes")
+        return sorted(str(fk["name"]) for t in tables_ for fk in found.get_foreign_keys(t))
+
+    assert foreign_keys() == ["fk_attributes_subject_id_subjects", "fk_identities_subject_id_subjects"]
+    upgrade(data, "data")
+    assert foreign_keys() == []
+    for i in (0, 19):
+        sid = vault.find("email", f"P{i}@Example.com")
+        assert sid is not None and vault.read(sid)["user.name"].value == f"P {i}"
+    downgrade(data, "data", "data_0009")
+    assert foreign_keys() == ["fk_attributes_subject_id_subjects", "fk_identities_subject_id_subjects"]
+    with data.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tables.attributes)).scalar_one() == 20
+        assert conn.execute(select(func.count()).select_from(tables.identities)).scalar_one() == 20
+    data.dispose()
+    keys.dispose()

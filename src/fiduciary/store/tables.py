@@ -63,7 +63,8 @@ identities = Table(
     data,
     Column("kind", String(32), primary_key=True),  # email | phone_number | user_id | ...
     Column("blind_index", LargeBinary(32), primary_key=True),  # HMAC-SHA256(normalized)
-    Column("subject_id", String(32), ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False),
+    # subjects.id; no foreign key: the vault alone writes these rows (migration data_0010)
+    Column("subject_id", String(32), nullable=False),
     Column("value", LargeBinary, nullable=False),  # AES-GCM under the subject's data key
     Index(None, "subject_id"),
 )
@@ -71,7 +72,7 @@ identities = Table(
 attributes = Table(
     "attributes",
     data,
-    Column("subject_id", String(32), ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True),
+    Column("subject_id", String(32), primary_key=True),  # subjects.id, as in identities
     Column("category", String(128), primary_key=True),
     Column("value", LargeBinary, nullable=False),  # AES-GCM under the subject's data key
     Column("source", String(16), nullable=False),  # subject|observed|inferred|third_party|other_users
