@@ -39,6 +39,7 @@ from fiduciary.vault import (
 )
 from fiduciary.vault.crypto import KeyWrapper, ValueEncodingError
 from fiduciary.vault.normalize import normalize, normalize_email, normalize_phone
+from fiduciary.vault.workers import PrepareWorkers, WorkerFailed, WorkerSetup
 from tests.conftest import Stores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -450,7 +451,12 @@ def test_duplicate_identity_is_refused(vault: Vault, stores: Stores) -> None:
 
 
 # ------------------------------------------------------------------------ bulk
-def test_import_subjects_in_batches(vault: Vault, stores: Stores) -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-workers"])
+def test_import_subjects_in_batches(
+    vault: Vault, stores: Stores, workers: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Batches prepared by worker processes store and fail exactly as those prepared here:
+    same rows, same record numbers in errors, earlier batches kept."""
     def records(n: int, dup_at: int | None = None) -> Iterator[NewSubject]:
         for i in range(n):
             email = f"person{0 if i == dup_at else i}@example.com"
@@ -464,7 +470,8 @@ def test_import_subjects_in_batches(vault: Vault, stores: Stores) -> None:
                 now=T0,
             )
 
-    assert vault.import_subjects(records(2500), batch_size=1000) == 2500
+    assert vault.import_subjects(records(2500), batch_size=1000, workers=workers) == 2500
+    assert not [r for r in caplog.records if "worker failed" in r.getMessage()]  # none fell back
     assert counts(stores)["subjects"] == 2500 and counts(stores)["attributes"] == 2500 * 4
     emails = [f"PERSON{i}@example.com" for i in range(0, 2500, 7)]
     found = vault.find_many("email", emails)
@@ -485,7 +492,7 @@ def test_import_subjects_in_batches(vault: Vault, stores: Stores) -> None:
         for i in range(3000)
     )
     with pytest.raises(ImportFailed) as err:
-        vault.import_subjects(more, batch_size=1000)
+        vault.import_subjects(more, batch_size=1000, workers=workers)
     assert isinstance(err.value.cause, DuplicateIdentity)
     assert err.value.imported == 2000 and err.value.record == 2100
     assert "record #2100" in str(err.value)
@@ -497,13 +504,14 @@ def test_import_subjects_in_batches(vault: Vault, stores: Stores) -> None:
 
     # a duplicate inside one batch, and an invalid record, are named too
     with pytest.raises(ImportFailed, match=r"record #3: identity email is already taken by record #0 "):
-        vault.import_subjects(records(5, dup_at=3))
+        vault.import_subjects(records(5, dup_at=3), workers=workers)
     with pytest.raises(ImportFailed, match=r"record #1: identity email"):
         vault.import_subjects(
             [
                 NewSubject("customer", "eu", {"email": e}, VERSION)
                 for e in ("z1@example.com", "bad@", "z3@x.com")
-            ]
+            ],
+            workers=workers,
         )
     assert counts(stores)["subjects"] == after["subjects"]
 
@@ -756,7 +764,9 @@ def test_with_the_real_audit_log(stores: Stores, ring: Keyring, cp: CompiledPoli
         [
             NewSubject("customer", "eu", {"email": f"l{i}@example.com"}, VERSION, {"user.name": "L"})
             for i in range(5)
-        ]
+        ],
+        batch_size=2,
+        workers=1,  # the audit entries are built in the worker, appended here
     )
     vault.read(sid, purpose="service", actor="app")
     vault.write(sid, {"user.contact.url": "https://lou.example"}, policy_version=VERSION)
@@ -768,3 +778,23 @@ def test_with_the_real_audit_log(stores: Stores, ring: Keyring, cp: CompiledPoli
     assert sid not in repr(logged) and "lou" not in repr(logged).lower()
     assert {r.subject for r in [logged[0], *logged[-3:]]} == {log.pseudonym(sid)}
     assert log.verify().ok
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(ring: Keyring, cp: CompiledPolicy) -> None:
+    """The importer prepares a dead worker's batch itself (Vault._prepared_by_workers)."""
+    setup = WorkerSetup(cp.policy, ring, None, "sqlite", "sqlite", audited=False)
+    workers = PrepareWorkers(setup, 1)
+    try:
+        worker = workers.idle()
+        assert worker is not None
+        rec = NewSubject("customer", "eu", {"email": "w@example.com"}, VERSION, {"user.name": "W"}, now=T0)
+        worker.submit([rec], 0, "system")
+        batch = worker.result()
+        assert [row[1] for row in batch.attributes] == ["user.name"] and batch.keys[0][1] == ring.active_kek
+        worker.proc.kill()
+        worker.proc.wait()
+        worker.submit([rec], 1, "system")
+        with pytest.raises(WorkerFailed):
+            worker.result()
+    finally:
+        workers.close()
