@@ -37,14 +37,20 @@ if TYPE_CHECKING:
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
-app = typer.Typer(
-    name="fiduciary",
-    help="Privacy promises as code: check, render and enforce one policy.yaml.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-)
+
+
+def _root() -> typer.Typer:
+    return typer.Typer(
+        name="fiduciary",
+        help="Privacy promises as code: check, render and enforce one policy.yaml.",
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+    )
+
+
+app = _root()
 policy_app = typer.Typer(
     help="Check, render and compare policy.yaml files; move them to and from fideslang; draft one "
     "from a privacy policy's text.",
@@ -557,10 +563,24 @@ def worker(
     start_worker(s, concurrency, imports=["fiduciary.requests.runner", "fiduciary.retention"])
 
 
+def _group_alone(argv: list[str]) -> typer.Typer:
+    """The tree to run. Typer builds every command of the tree before it runs one (75 ms of
+    `fiduciary policy check`'s 300 ms budget on a slow day); a command line that names a
+    group runs under a root holding that group alone, which gives the same usage lines,
+    help, errors and exit codes. Anything else (no group, top-level help) gets all."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    for group in app.registered_groups:
+        if group.name == first and group.typer_instance is not None:
+            root = _root()
+            root.add_typer(group.typer_instance, name=group.name)
+            return root
+    return app
+
+
 def main() -> None:
     _mount_heavy(sys.argv[1:])
     try:
-        app()
+        _group_alone(sys.argv[1:])()
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
 
