@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -157,6 +158,9 @@ def serve() -> None:
     from fiduciary.vault.vault import Vault
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print() must not land in the protocol's pipe
+    # Ctrl+C reaches the whole process group: the importer handles it and closes the pipes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup: WorkerSetup = _receive(stdin)
     vault = Vault(
         create_engine(f"{setup.data_driver}://"),
