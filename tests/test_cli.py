@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
@@ -113,3 +115,33 @@ def test_keys_create_help_names_every_scope() -> None:
 
     doc = " ".join((keys_create.__doc__ or "").split())
     assert [s for s in SCOPES if s not in doc] == []
+
+
+def test_a_group_alone_answers_as_the_whole_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fiduciary policy ...` runs under a root holding the policy group alone (start-up
+    time); what a person sees and the exit code are those of the whole command tree."""
+    from fiduciary import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.read_text().replace("basis: consent", "basis: consnet"))
+    lines = [
+        ["policy", "check", str(FILELOCKER)],
+        ["policy", "check", str(bad)],
+        ["policy", "check", "--bogus", str(FILELOCKER)],
+        ["policy", "chek"],
+        ["policy", "--help"],
+        ["keys", "--help"],
+    ]
+    for argv in lines:
+        assert cli._group_alone(argv) is not app  # the short path is the one taken
+        whole = runner.invoke(app, argv)
+        monkeypatch.setattr("sys.argv", ["fiduciary", *argv])
+        with pytest.raises(SystemExit) as ended:
+            cli.main()
+        seen = capsys.readouterr()
+        assert ended.value.code == whole.exit_code, argv
+        timing = re.compile(r"\(\d+ ms\)")
+        assert timing.sub("", seen.out + seen.err) == timing.sub("", whole.output), argv
+    assert cli._group_alone(["--help"]) is app

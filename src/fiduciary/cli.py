@@ -580,7 +580,7 @@ def _group_alone(argv: list[str]) -> typer.Typer:
 def main() -> None:
     _mount_heavy(sys.argv[1:])
     try:
-        _group_alone(sys.argv[1:])()
+        _group_alone(sys.argv[1:])(prog_name="fiduciary")
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
 
