@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,30 @@ def test_a_group_alone_answers_as_the_whole_tree(
         timing = re.compile(r"\(\d+ ms\)")
         assert timing.sub("", seen.out + seen.err) == timing.sub("", whole.output), argv
     assert cli._group_alone(["--help"]) is app
+
+
+def test_keys_reconcile_after_restoring_the_key_store(tmp_path: Path) -> None:
+    """The key store restored from before an erasure: `keys reconcile` destroys the
+    erased person's key again (their old data turns to noise), keeps everyone else's."""
+    with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
+        gone, kept = (
+            fid.sign_up("customer", identities={"email": f"{who}@example.com"}, region="NL", age=30)
+            for who in ("gone", "kept")
+        )
+    keys_db = next(p for p in tmp_path.iterdir() if p.name.startswith("keys") and p.suffix == ".db")
+    backup = tmp_path / "keys-backup"
+    shutil.copyfile(keys_db, backup)
+    with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
+        fid.erase(gone)
+    for leftover in tmp_path.glob(keys_db.name + "-*"):  # the WAL of the store being replaced
+        leftover.unlink()
+    shutil.copyfile(backup, keys_db)
+    result = runner.invoke(app, ["keys", "reconcile", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "looked at 2 data keys: destroyed 1 of erased subjects again" in result.output
+    with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
+        assert fid.vault.identities(kept) == {"email": "kept@example.com"}  # its key still opens it
+        with fid.keys.connect() as conn:
+            held = conn.execute(text("SELECT subject_id FROM subject_keys")).scalars().all()
+        assert held == [kept]
+        assert fid.audit.verify(fid.keyring.verify_key()).ok

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
@@ -555,19 +555,21 @@ def test_erase_many(vault: Vault, stores: Stores) -> None:
 
 
 def _backup_data_store(stores: Stores, request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
-    """A copy of the data store as a backup would hold it: SQLite copies the file,
-    PostgreSQL clones the database (CREATE DATABASE ... TEMPLATE)."""
-    if stores.backend == "sqlite":
-        with stores.data.connect() as conn:  # fold the WAL into the file, as a backup tool does
+    return _backup(stores.backend, stores.data, request, tmp_path / "backup-of-data.db")
+
+
+def _backup(backend: str, engine: Engine, request: pytest.FixtureRequest, to: Path) -> Engine:
+    """A copy of a store as a backup would hold it: SQLite copies the file, PostgreSQL
+    clones the database (CREATE DATABASE ... TEMPLATE)."""
+    if backend == "sqlite":
+        with engine.connect() as conn:  # fold the WAL into the file, as a backup tool does
             raw: Any = conn.connection.driver_connection  # autocommit: outside BEGIN
             assert raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
-        src = Path(str(stores.data.url.database))
-        dst = tmp_path / "backup-of-data.db"
-        shutil.copyfile(src, dst)
-        return make_engine(f"sqlite:///{dst}")
+        shutil.copyfile(Path(str(engine.url.database)), to)
+        return make_engine(f"sqlite:///{to}")
     admin: Engine = request.getfixturevalue("pg_admin")
     name = f"fiduciary_backup_{uuid.uuid4().hex[:12]}"
-    stores.data.dispose()  # a template database must have no other connections
+    engine.dispose()  # a template database must have no other connections
     with admin.connect() as conn:
         # An engine an earlier test left open (a pool is closed by the garbage collector,
         # not at once) would still hold a session: end those as a backup tool's lock would.
@@ -576,9 +578,9 @@ def _backup_data_store(stores: Stores, request: pytest.FixtureRequest, tmp_path:
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = :db AND pid <> pg_backend_pid()"
             ),
-            {"db": stores.data.url.database},
+            {"db": engine.url.database},
         )
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{stores.data.url.database}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{engine.url.database}"'))
 
     def drop() -> None:
         with admin.connect() as conn:
@@ -586,6 +588,46 @@ def _backup_data_store(stores: Stores, request: pytest.FixtureRequest, tmp_path:
 
     request.addfinalizer(drop)
     return make_engine(admin.url.set(database=name).render_as_string(hide_password=False))
+
+
+def test_a_restored_key_store_is_reconciled_with_the_erasures(
+    vault: Vault,
+    stores: Stores,
+    ring: Keyring,
+    cp: CompiledPolicy,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """Restoring the key store from before an erasure brings the erased person's key back,
+    and with it their data in every old backup of the data store; reconcile_keys destroys
+    it again, from what the live data store says, and touches no one else's key."""
+    a = make(vault, "Anna Erased", "anna@example.com")
+    b = make(vault, "Boris Kept", "boris@example.com")
+    old_data = _backup(stores.backend, stores.data, request, tmp_path / "data-backup.db")
+    old_keys = _backup(stores.backend, stores.keys, request, tmp_path / "keys-backup.db")
+    request.addfinalizer(old_data.dispose)
+    request.addfinalizer(old_keys.dispose)
+    vault.erase(a)
+
+    # The key store is restored from its backup: A's old data is readable again.
+    restored = Vault(old_data, old_keys, ring, cp)
+    assert restored.read(a, ["user.name"])["user.name"].value == "Anna Erased"
+
+    live = Vault(stores.data, old_keys, ring, cp, audit=RecordingAudit())
+    orphan = "0" * 32  # a key whose subject the data store does not have
+    with old_keys.begin() as conn:
+        conn.execute(
+            T.subject_keys.insert().values(
+                subject_id=orphan, kek_id=ring.active_kek, wrapped=b"x" * 60, created_at=T0
+            )
+        )
+    done = live.reconcile_keys(batch_size=2)  # pages of two: the walk crosses pages
+    assert (done.keys, done.destroyed, done.without_subject) == (3, 1, 1)
+    with pytest.raises(DataKeyDestroyed):
+        restored.read(a)
+    assert restored.read(b, ["user.name"])["user.name"].value == "Boris Kept"
+    assert live.reconcile_keys().destroyed == 0  # nothing left to do
+    assert [e["action"] for e in cast(RecordingAudit, live.audit).entries] == ["keys.reconcile"] * 2
 
 
 def test_backup_copy_is_unreadable_for_the_erased_subject_only(

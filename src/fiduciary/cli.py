@@ -495,6 +495,45 @@ def keys_rotate(
     keys.dispose()
 
 
+@keys_app.command("reconcile")
+def keys_reconcile(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    keys_database_url: KeysUrl = None,
+    keyring: KeyringFile = None,
+) -> None:
+    """After restoring the key store from a backup: destroy again the data keys of subjects
+    the data store says are erased.
+
+    A key restored from before an erasure makes that person's data readable again in every
+    backup of the data store. Keys whose subject the data store does not have are counted
+    and left alone. Safe to run at any time; recorded in the audit trail.
+    """
+    from fiduciary.audit import AuditLog
+    from fiduciary.store import make_engine, upgrade
+    from fiduciary.vault.reconcile import reconcile_keys
+
+    s = store_settings(data_dir, database_url, keys_database_url, keyring)
+    ring = _keyring_or_exit(s)
+    data = make_engine(s.resolved_database_url())
+    keys = make_engine(s.resolved_keys_database_url(), secure_delete=True)
+    upgrade(data, "data")
+    upgrade(keys, "keys")
+    done = reconcile_keys(data, keys)
+    AuditLog(data, ring, checkpoint_every=s.checkpoint_every).append(
+        None,
+        actor="cli",
+        action="keys.reconcile",
+        detail={"keys": done.keys, "destroyed": done.destroyed, "without_subject": done.without_subject},
+    )
+    data.dispose()
+    keys.dispose()
+    out.print(
+        f"looked at {done.keys} data keys: destroyed {done.destroyed} of erased subjects again; "
+        f"{done.without_subject} belong to no subject of the data store (kept)"
+    )
+
+
 @audit_app.command("verify")
 def audit_verify(
     data_dir: DataDir = None,

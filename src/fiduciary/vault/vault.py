@@ -65,6 +65,7 @@ from fiduciary.vault.crypto import (
 )
 from fiduciary.vault.keyring import Keyring
 from fiduciary.vault.normalize import BUILTIN_KINDS, IdentityError, blind_index, normalize
+from fiduciary.vault.reconcile import Reconciliation, flush_key_store, reconcile_keys
 from fiduciary.vault.rotate import kek_usage, rotate_keys
 from fiduciary.vault.workers import PrepareWorkers, WorkerFailed, WorkerSetup
 
@@ -1281,22 +1282,8 @@ class Vault:
         return sum(1 for sid in ids if status[sid] != ERASED)
 
     def _flush_key_store(self) -> None:
-        """SQLite: secure_delete zeroes the deleted key in its page, but in WAL mode the
-        page's older versions, key included, stay in the -wal file until a checkpoint
-        copies the pages back and the WAL restarts. TRUNCATE does both now, so a destroyed
-        key is gone from the disk when erase() returns, not at some later checkpoint."""
-        if self.keys.dialect.name != "sqlite":
-            return
-        with self.keys.connect() as kconn:
-            # The driver connection is in autocommit: a checkpoint cannot run inside BEGIN.
-            raw: Any = kconn.connection.driver_connection
-            busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            # A reader held an old snapshot past the busy timeout: the key is zeroed in
-            # its database page, but an old WAL frame may survive until the next checkpoint.
-            log.warning("key store checkpoint was blocked by a reader; the next one completes the erasure")
+        flush_key_store(self.keys)
 
-    # ---------------------------------------------------------------------- keys
     def rotate_keys(self, new_keyring: Keyring, *, batch_size: int = 5000, actor: str = "system") -> int:
         """Re-wrap every data key (subjects', requests' and jobs') under ``new_keyring``'s
         active KEK; returns how many. Only the key store changes (vault/rotate.py). From
@@ -1314,6 +1301,24 @@ class Vault:
                     actor=actor,
                     action="keys.rotate",
                     detail={"kek": new_keyring.active_kek, "rewrapped": done},
+                )
+        return done
+
+    def reconcile_keys(self, *, batch_size: int = 5000, actor: str = "system") -> Reconciliation:
+        """Run after restoring the key store from a backup: the data keys of subjects the
+        data store says are erased are destroyed again (vault/reconcile.py)."""
+        done = reconcile_keys(self.data, self.keys, batch_size=batch_size)
+        if self.audit is not None:
+            with self.data.begin() as conn:
+                self.audit.append(
+                    conn,
+                    actor=actor,
+                    action="keys.reconcile",
+                    detail={
+                        "keys": done.keys,
+                        "destroyed": done.destroyed,
+                        "without_subject": done.without_subject,
+                    },
                 )
         return done
 
