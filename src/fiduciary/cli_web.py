@@ -113,6 +113,16 @@ def serve(
             "which sweeps instead whenever FIDUCIARY_BROKER_URL is set, or to cron).",
         ),
     ] = "1 day",
+    trusted_proxies: Annotated[
+        str | None,
+        typer.Option(
+            "--trusted-proxies",
+            envvar="FIDUCIARY_TRUSTED_PROXIES",
+            help="Addresses (comma-separated, '*' for any) of the reverse proxies in front: their "
+            "X-Forwarded-For and X-Forwarded-Proto are believed. Without it, the proxy's own address "
+            "is every visitor's (rate limits, consent proofs) and cookies are not marked Secure.",
+        ),
+    ] = None,
 ) -> None:
     """Run the server: the JSON API (/api/v1, docs at /api/v1/docs), the privacy center
     and the console, with uvicorn.
@@ -170,7 +180,10 @@ def serve(
         workers=workers,
         access_log=access_log,
         log_level="info",
-        proxy_headers=False,
+        # Forwarded headers only from the proxies named: anyone else could set them to
+        # pick their own address, and with it a fresh rate-limit allowance.
+        proxy_headers=trusted_proxies is not None,
+        forwarded_allow_ips=trusted_proxies,
     )
 
 
