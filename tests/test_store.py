@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, inspect, select
+from sqlalchemy import Engine, func, inspect, select, text
 
 from fiduciary.policy import compile_policy, load_policy
 from fiduciary.store import BackgroundCheckpoints, make_engine, tables, upgrade
@@ -134,3 +134,24 @@ def test_dropping_the_vaults_foreign_keys_keeps_every_row(fresh_url: str, tmp_pa
         assert conn.execute(select(func.count()).select_from(tables.identities)).scalar_one() == 20
     data.dispose()
     keys.dispose()
+
+
+def test_a_postgresql_session_the_server_ended_is_replaced_at_checkout(
+    pg_database: str, pg_admin: Engine
+) -> None:
+    """No SELECT 1 per checkout (pool_pre_ping): a pooled connection whose session the
+    server ended while it sat idle is found out by its socket, dropped, and replaced; the
+    caller never sees it. Without the check the second block raises OperationalError."""
+    engine = make_engine(pg_database)
+    assert engine.pool._pre_ping is False
+    with engine.connect() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with pg_admin.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+        deadline = time.monotonic() + 10  # the session ends asynchronously
+        gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        while conn.execute(gone, {"pid": pid}).scalar_one() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+    engine.dispose()

@@ -5,11 +5,13 @@ The same code runs on both; only connection setup differs here.
 
 from __future__ import annotations
 
+import select
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 
@@ -52,7 +54,31 @@ def make_engine(url: str, *, secure_delete: bool = False, echo: bool = False) ->
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    if u.get_dialect().driver == "psycopg":
+        engine = create_engine(url, echo=echo)
+        event.listen(engine, "checkout", _psycopg_alive)
+        return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _psycopg_alive(dbapi_conn: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection is checked by asking its socket, not the server.
+
+    ``pool_pre_ping`` sends ``SELECT 1`` on every checkout: one round trip and a trip
+    through SQLAlchemy's execute path, which was a quarter of a vault read by email
+    (docs/benchmarks.md). A server that ends an idle session (a restart, an idle timeout,
+    ``pg_terminate_backend``) sends its FATAL message and closes the socket, so the socket
+    of an idle connection that is gone is readable; a live idle one has nothing to say
+    (no LISTEN here). The pool drops a connection for which this raises and checks out
+    another."""
+    if dbapi_conn.closed or dbapi_conn.broken:
+        raise DisconnectionError("the connection is closed")
+    try:
+        readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+    except (OSError, ValueError) as exc:
+        raise DisconnectionError(f"the connection's socket is unusable: {exc}") from exc
+    if readable:
+        raise DisconnectionError("the server ended the session while the connection was idle")
 
 
 def is_sqlite(engine: Engine) -> bool:
