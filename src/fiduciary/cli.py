@@ -38,7 +38,6 @@ EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
-
 def _root() -> typer.Typer:
     return typer.Typer(
         name="fiduciary",
@@ -524,7 +523,7 @@ def keys_reconcile(
         None,
         actor="cli",
         action="keys.reconcile",
-        detail={"keys": done.keys, "destroyed": done.destroyed, "without_subject": done.without_subject},
+        detail=done.detail(),
     )
     data.dispose()
     keys.dispose()

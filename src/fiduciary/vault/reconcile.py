@@ -28,6 +28,10 @@ class Reconciliation:
     destroyed: int  # of subjects the data store says are erased: deleted again
     without_subject: int  # of subjects the data store does not have: left alone
 
+    def detail(self) -> dict[str, int]:
+        """The audit entry's detail."""
+        return {"keys": self.keys, "destroyed": self.destroyed, "without_subject": self.without_subject}
+
 
 def reconcile_keys(data: Engine, keys: Engine, *, batch_size: int = 5000) -> Reconciliation:
     """Walk the key store in subject-id order, ``batch_size`` keys at a time: one read of

@@ -438,7 +438,7 @@ def _driver_cursor(engine: Engine) -> Iterator[Any]:
             yield cur
         finally:
             cur.close()
-            if autocommit:
+            if autocommit and not driver.closed:  # a broken connection is invalidated anyway
                 driver.autocommit = False
     finally:
         raw.close()
@@ -1314,11 +1314,7 @@ class Vault:
                     conn,
                     actor=actor,
                     action="keys.reconcile",
-                    detail={
-                        "keys": done.keys,
-                        "destroyed": done.destroyed,
-                        "without_subject": done.without_subject,
-                    },
+                    detail=done.detail(),
                 )
         return done
 
