@@ -37,7 +37,8 @@ from fiduciary.store import tables as T
 from fiduciary.vault.keyring import Keyring
 from fiduciary.web import create_app
 from tests.conftest import service_missing
-from tests.test_center_browser import ARGS, CHROMIUM, free_port
+from tests.serving_support import free_port
+from tests.test_center_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
 

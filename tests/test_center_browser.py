@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
 import threading
 import time
 import zipfile
@@ -24,6 +23,7 @@ import uvicorn
 from fiduciary.consent.tokens import make_unsubscribe_token
 from tests.center_support import PURPOSE, Center, center
 from tests.conftest import service_missing
+from tests.serving_support import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -36,13 +36,6 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -6,12 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import stat
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -32,16 +28,10 @@ from fiduciary.requests.lifecycle import RequestDesk
 from fiduciary.requests.runner import export_package
 from fiduciary.store import tables as T
 from fiduciary.web import auth
+from tests.serving_support import free_port, serving
 
 SIZE = 120  # people: enough for the requests (user11..user18) and a mix of regions
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -209,29 +199,10 @@ def test_demo_command_serves(tmp_path: Path) -> None:
     # A shell pointing at a real deployment must not receive the demo's data.
     elsewhere = tmp_path / "elsewhere.db"
     env["FIDUCIARY_DATABASE_URL"] = f"sqlite:///{elsewhere}"
-    log = (tmp_path / "demo.log").open("w+b")
     command = ["demo", "--dir", str(d), "--port", str(port), "--subjects", "50"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fiduciary.cli", *command],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                status, body = _get(f"{base}/healthz")
-                if status == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise AssertionError(f"the demo did not serve:\n{log.read().decode()}")
-            time.sleep(0.2)
+    log = tmp_path / "demo.log"
+    with serving(command, port, cwd=tmp_path, log=log, env=env, within=90) as base:
+        status, body = _get(f"{base}/healthz")
         assert json.loads(body)["status"] == "ok"
         status, home = _get(f"{base}/")
         assert status == 200 and b"put.io" in home
@@ -241,15 +212,6 @@ def test_demo_command_serves(tmp_path: Path) -> None:
         key = json.loads((d / "credentials.json").read_text())["api_key"]["key"]
         status, queue = _get(f"{base}/api/v1/requests", {"Authorization": f"Bearer {key}"})
         assert status == 200 and len(json.loads(queue)["requests"]) == 9
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        printed = log.read().decode()
-        log.close()
+    printed = log.read_text()
     assert f"{base}/console" in printed and "password" in printed and "fid_" in printed
     assert not elsewhere.exists()

@@ -22,12 +22,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +38,8 @@ from fiduciary.demo import APP_DB, Demo, load_demo
 from fiduciary.examples import load_example_app
 from fiduciary.mail import OutboxMessage, read_eml
 from tests.conftest import service_missing
-from tests.test_center_browser import ARGS, CHROMIUM, free_port
+from tests.serving_support import free_port, serving
+from tests.test_center_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
 
@@ -65,38 +61,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     d = tmp_path / "fiduciary-demo"
     log_path = tmp_path / "demo.log"
-    log = log_path.open("w+b")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fiduciary.cli", "demo", "--dir", str(d), "--port", str(port),
-         "--subjects", str(PEOPLE)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the demo did not serve:\n{log_path.read_text()}")
-            time.sleep(0.1)
+    command = ["demo", "--dir", str(d), "--port", str(port), "--subjects", str(PEOPLE)]
+    with serving(command, port, cwd=tmp_path, log=log_path) as base:
         demo = load_demo(d)
         assert demo is not None, "the demo served without demo.json"
         yield Served(base, demo, log_path)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def newest_mail(demo: Demo, to: str, pattern: str, after: set[Path]) -> tuple[OutboxMessage, str]:
