@@ -173,3 +173,27 @@ def test_keys_reconcile_after_restoring_the_key_store(tmp_path: Path) -> None:
             held = conn.execute(text("SELECT subject_id FROM subject_keys")).scalars().all()
         assert held == [kept]
         assert fid.audit.verify(fid.keyring.verify_key()).ok
+
+
+def test_a_database_that_cannot_be_used_is_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fiduciary import cli
+
+    assert runner.invoke(app, ["keys", "init", "--data-dir", str(tmp_path)]).exit_code == 0
+    cases = {
+        "postgresql://nobody@127.0.0.1:1/none": "the database refused or could not be reached: connection",
+        "foo://x": "database URL: Can't load plugin: sqlalchemy.dialects:foo",
+        "not a url": "database URL: Could not parse",
+    }
+    for url, said in cases.items():
+        for argv in (["audit", "verify"], ["keys", "reconcile"]):
+            line = [*argv, "--data-dir", str(tmp_path), "--database-url", url]
+            monkeypatch.setattr("sys.argv", ["fiduciary", *line])
+            with pytest.raises(SystemExit) as ended:
+                cli.main()
+            seen = capsys.readouterr()
+            assert ended.value.code == 2, (url, argv)
+            assert said in seen.err and "Traceback" not in seen.err, (url, argv, seen.err)
+    # anything else is not dressed up as a database problem
+    assert cli._database_trouble(ValueError("x")) is None

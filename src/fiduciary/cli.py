@@ -14,7 +14,7 @@ import time
 # metadata (~15 ms of a 300 ms budget). Set the variable yourself to override.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -615,12 +615,35 @@ def _group_alone(argv: list[str]) -> typer.Typer:
     return app
 
 
+def _database_trouble(exc: BaseException) -> str | None:
+    """What to tell a person whose database URL does not parse, names no installed driver,
+    or reaches no server; None for anything else. SQLAlchemy is looked up, not imported:
+    a command that never opened a store cannot have failed in one."""
+    sa: Any = sys.modules.get("sqlalchemy.exc")
+    if sa is None:
+        return None
+    if isinstance(exc, sa.ArgumentError):  # includes NoSuchModuleError (unknown scheme)
+        return f"database URL: {exc}"
+    # Operational: refused, unreachable, locked, shutting down. Not ProgrammingError or
+    # IntegrityError: those are our bugs, and their traceback is what fixes them.
+    if isinstance(exc, (sa.OperationalError, sa.InterfaceError)):
+        first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        return f"the database refused or could not be reached: {first}"
+    return None
+
+
 def main() -> None:
     _mount_heavy(sys.argv[1:])
     try:
         _group_alone(sys.argv[1:])(prog_name="fiduciary")
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
+    except Exception as exc:
+        message = _database_trouble(exc)
+        if message is None:
+            raise
+        err.print(f"[red]error[/red]: {message}", highlight=False)
+        sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":  # pragma: no cover
