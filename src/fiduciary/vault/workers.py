@@ -178,4 +178,10 @@ def serve() -> None:
             answer: tuple[bool, object] = (True, vault._prepare(records, first, actor, setup.audited))
         except Exception as exc:  # the importer prepares this batch again and raises it
             answer = (False, f"{type(exc).__name__}: {exc}")
-        _send(stdout, answer)
+        try:
+            _send(stdout, answer)
+        except BrokenPipeError:
+            # The importer stopped (a refused record, Ctrl+C) while this batch was being
+            # prepared: nobody wants it. Leave without the interpreter's flush at exit
+            # complaining about the same closed pipe.
+            os._exit(0)
