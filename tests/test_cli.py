@@ -85,6 +85,13 @@ def test_keys_rotate_then_data_still_reads(tmp_path: Path) -> None:
     assert list(ring["kek"]["keys"]) == ["k2"]
     with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
         assert fid.vault.read(sid)["user.contact.email"].value == "r@example.com"
+        with fid.data.connect() as conn:
+            rotated = conn.execute(
+                text("SELECT actor, detail FROM audit_log WHERE action = 'keys.rotate'")
+            ).one()
+        assert rotated.actor == "cli"
+        assert json.loads(rotated.detail) == {"kek": "k2", "rewrapped": 1, "dropped": ["k1"]}
+        assert fid.audit.verify(fid.keyring.verify_key()).ok
 
 
 def test_audit_verify_names_the_tampered_entry(tmp_path: Path) -> None:
@@ -164,7 +171,7 @@ def test_keys_reconcile_after_restoring_the_key_store(tmp_path: Path) -> None:
     for leftover in tmp_path.glob(keys_db.name + "-*"):  # the WAL of the store being replaced
         leftover.unlink()
     shutil.copyfile(backup, keys_db)
-    result = runner.invoke(app, ["keys", "reconcile", "--data-dir", str(tmp_path)])
+    result = runner.invoke(app, ["keys", "reconcile", "--data-dir", str(tmp_path), "--actor", "ops-ana"])
     assert result.exit_code == 0, result.output
     assert "looked at 2 data keys: destroyed 1 of erased subjects again" in result.output
     with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
@@ -172,6 +179,10 @@ def test_keys_reconcile_after_restoring_the_key_store(tmp_path: Path) -> None:
         with fid.keys.connect() as conn:
             held = conn.execute(text("SELECT subject_id FROM subject_keys")).scalars().all()
         assert held == [kept]
+        with fid.data.connect() as conn:
+            by = text("SELECT actor FROM audit_log WHERE action = 'keys.reconcile'")
+            who = conn.execute(by).scalar_one()
+        assert who == "ops-ana"
         assert fid.audit.verify(fid.keyring.verify_key()).ok
 
 

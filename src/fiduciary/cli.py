@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from fiduciary.cli_common import store_settings
+from fiduciary.cli_web import Actor
 from fiduciary.policy import (
     CompiledPolicy,
     LoadedPolicy,
@@ -463,20 +464,23 @@ def keys_init(data_dir: DataDir = None, keyring: KeyringFile = None) -> None:
 @keys_app.command("rotate")
 def keys_rotate(
     data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
     keys_database_url: KeysUrl = None,
     keyring: KeyringFile = None,
     drop_old: Annotated[
         bool, typer.Option("--drop-old", help="Remove KEKs no key uses any more from the keyring.")
     ] = False,
+    actor: Actor = "cli",
 ) -> None:
     """Add a key-encryption key and re-wrap every data key under it; the data is not touched.
 
     The keyring with both keys is saved first, so an interrupted rotation can be run again.
     """
+    from fiduciary.audit import AuditLog
     from fiduciary.store import make_engine, upgrade
     from fiduciary.vault.rotate import rotate_keys
 
-    s = store_settings(data_dir, None, keys_database_url, keyring)
+    s = store_settings(data_dir, database_url, keys_database_url, keyring)
     if s.keyring:
         _fail_usage("the keyring comes from FIDUCIARY_KEYRING; rotate a keyring file instead")
     path = s.resolved_keyring_file()
@@ -487,11 +491,19 @@ def keys_rotate(
     new.save(path)
     done, usage = rotate_keys(keys, ring, new)
     out.print(f"re-wrapped {done} data keys under {new.active_kek}; keys per KEK: {usage}")
+    unused: list[str] = []
     if drop_old:
         unused = [k for k in new.keks if k != new.active_kek and usage.get(k, 0) == 0]
         new.without_keks_except(set(new.keks) - set(unused)).save(path)
         out.print(f"dropped unused KEKs: {', '.join(unused) or 'none'}")
     keys.dispose()
+    data = make_engine(s.resolved_database_url())
+    upgrade(data, "data")
+    detail = {"kek": new.active_kek, "rewrapped": done, "dropped": unused}
+    AuditLog(data, new, checkpoint_every=s.checkpoint_every).append(
+        None, actor=actor, action="keys.rotate", detail=detail
+    )
+    data.dispose()
 
 
 @keys_app.command("reconcile")
@@ -500,6 +512,7 @@ def keys_reconcile(
     database_url: DatabaseUrl = None,
     keys_database_url: KeysUrl = None,
     keyring: KeyringFile = None,
+    actor: Actor = "cli",
 ) -> None:
     """After restoring the key store from a backup: destroy again the data keys of subjects
     the data store says are erased.
@@ -521,7 +534,7 @@ def keys_reconcile(
     done = reconcile_keys(data, keys)
     AuditLog(data, ring, checkpoint_every=s.checkpoint_every).append(
         None,
-        actor="cli",
+        actor=actor,
         action="keys.reconcile",
         detail=done.detail(),
     )
