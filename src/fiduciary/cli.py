@@ -14,7 +14,7 @@ import time
 # metadata (~15 ms of a 300 ms budget). Set the variable yourself to override.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -32,6 +32,9 @@ from fiduciary.policy import (
 from fiduciary.policy import load_policy as _load
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from fiduciary.audit import AuditLog
     from fiduciary.config import Settings
     from fiduciary.vault.keyring import Keyring
 
@@ -449,6 +452,24 @@ def _keyring_or_exit(s: Settings) -> Keyring:
         raise typer.Exit(EXIT_INVALID) from None
 
 
+def _opened(s: Settings, store: Literal["data", "keys"]) -> Engine:
+    """The data or key store of these settings, migrated."""
+    from fiduciary.store import make_engine, upgrade
+
+    if store == "data":
+        engine = make_engine(s.resolved_database_url())
+    else:  # the key store overwrites what it deletes (a destroyed key must not linger)
+        engine = make_engine(s.resolved_keys_database_url(), secure_delete=True)
+    upgrade(engine, store)
+    return engine
+
+
+def _audit_log(s: Settings, data: Engine, ring: Keyring) -> AuditLog:
+    from fiduciary.audit import AuditLog
+
+    return AuditLog(data, ring, checkpoint_every=s.checkpoint_every)
+
+
 @keys_app.command("init")
 def keys_init(data_dir: DataDir = None, keyring: KeyringFile = None) -> None:
     """Create a new keyring file (mode 0600). Refuses to overwrite one."""
@@ -476,8 +497,6 @@ def keys_rotate(
 
     The keyring with both keys is saved first, so an interrupted rotation can be run again.
     """
-    from fiduciary.audit import AuditLog
-    from fiduciary.store import make_engine, upgrade
     from fiduciary.vault.rotate import rotate_keys
 
     s = store_settings(data_dir, database_url, keys_database_url, keyring)
@@ -485,8 +504,7 @@ def keys_rotate(
         _fail_usage("the keyring comes from FIDUCIARY_KEYRING; rotate a keyring file instead")
     path = s.resolved_keyring_file()
     ring = _keyring_or_exit(s)
-    keys = make_engine(s.resolved_keys_database_url(), secure_delete=True)
-    upgrade(keys, "keys")
+    keys = _opened(s, "keys")
     new = ring.with_new_kek()
     new.save(path)
     done, usage = rotate_keys(keys, ring, new)
@@ -497,12 +515,9 @@ def keys_rotate(
         new.without_keks_except(set(new.keks) - set(unused)).save(path)
         out.print(f"dropped unused KEKs: {', '.join(unused) or 'none'}")
     keys.dispose()
-    data = make_engine(s.resolved_database_url())
-    upgrade(data, "data")
+    data = _opened(s, "data")
     detail = {"kek": new.active_kek, "rewrapped": done, "dropped": unused}
-    AuditLog(data, new, checkpoint_every=s.checkpoint_every).append(
-        None, actor=actor, action="keys.rotate", detail=detail
-    )
+    _audit_log(s, data, new).append(None, actor=actor, action="keys.rotate", detail=detail)
     data.dispose()
 
 
@@ -521,23 +536,13 @@ def keys_reconcile(
     backup of the data store. Keys whose subject the data store does not have are counted
     and left alone. Safe to run at any time; recorded in the audit trail.
     """
-    from fiduciary.audit import AuditLog
-    from fiduciary.store import make_engine, upgrade
     from fiduciary.vault.reconcile import reconcile_keys
 
     s = store_settings(data_dir, database_url, keys_database_url, keyring)
     ring = _keyring_or_exit(s)
-    data = make_engine(s.resolved_database_url())
-    keys = make_engine(s.resolved_keys_database_url(), secure_delete=True)
-    upgrade(data, "data")
-    upgrade(keys, "keys")
+    data, keys = _opened(s, "data"), _opened(s, "keys")
     done = reconcile_keys(data, keys)
-    AuditLog(data, ring, checkpoint_every=s.checkpoint_every).append(
-        None,
-        actor=actor,
-        action="keys.reconcile",
-        detail=done.detail(),
-    )
+    _audit_log(s, data, ring).append(None, actor=actor, action="keys.reconcile", detail=done.detail())
     data.dispose()
     keys.dispose()
     out.print(
@@ -557,14 +562,10 @@ def audit_verify(
     Names each edited, deleted, reordered or inserted entry by its sequence number.
     Exit 0 when the trail is intact, 1 when it is not.
     """
-    from fiduciary.audit import AuditLog
-    from fiduciary.store import make_engine, upgrade
-
     s = store_settings(data_dir, database_url, None, keyring)
     ring = _keyring_or_exit(s)
-    data = make_engine(s.resolved_database_url())
-    upgrade(data, "data")
-    report = AuditLog(data, ring, checkpoint_every=s.checkpoint_every).verify(ring.verify_key())
+    data = _opened(s, "data")
+    report = _audit_log(s, data, ring).verify(ring.verify_key())
     data.dispose()
     (out if report.ok else err).print(report.to_text(), markup=False)
     raise typer.Exit(0 if report.ok else EXIT_INVALID)

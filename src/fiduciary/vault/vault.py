@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol
 
 from sqlalchemy import (
     Column,
@@ -67,7 +67,7 @@ from fiduciary.vault.keyring import Keyring
 from fiduciary.vault.normalize import BUILTIN_KINDS, IdentityError, blind_index, normalize
 from fiduciary.vault.reconcile import Reconciliation, flush_key_store, reconcile_keys
 from fiduciary.vault.rotate import kek_usage, rotate_keys
-from fiduciary.vault.workers import PrepareWorkers, WorkerFailed, WorkerSetup
+from fiduciary.vault.workers import PrepareWorker, PrepareWorkers, WorkerFailed, WorkerSetup
 
 log = logging.getLogger(__name__)
 
@@ -850,12 +850,12 @@ class Vault:
             keys_driver=self.keys.url.drivername,
             audited=self.audit is not None,
         )
-        pending: deque[tuple[int, list[NewSubject], Any]] = deque()
+        pending: deque[tuple[int, list[NewSubject], PrepareWorker]] = deque()
 
         def collect() -> _Batch:
             first, chunk, worker = pending.popleft()
             try:
-                return cast(_Batch, worker.result())
+                return worker.result()
             except WorkerFailed as exc:
                 batch = self._prepare(chunk, first, actor)
                 log.warning("vault import: a worker failed on records #%d.. (%s); prepared here", first, exc)
@@ -1248,7 +1248,7 @@ class Vault:
         with self.keys.begin() as kconn:
             for part in _chunks(ids, _IN_CHUNK):
                 kconn.execute(delete(T.subject_keys).where(k.subject_id.in_(part)))
-        self._flush_key_store()
+        flush_key_store(self.keys)
         held: dict[str, int] = {}
         for part in _chunks(ids, _IN_CHUNK):
             if self.audit is not None:  # how many values each had: for the audit entry
@@ -1280,9 +1280,6 @@ class Vault:
                 ],
             )
         return sum(1 for sid in ids if status[sid] != ERASED)
-
-    def _flush_key_store(self) -> None:
-        flush_key_store(self.keys)
 
     def rotate_keys(self, new_keyring: Keyring, *, batch_size: int = 5000, actor: str = "system") -> int:
         """Re-wrap every data key (subjects', requests' and jobs') under ``new_keyring``'s

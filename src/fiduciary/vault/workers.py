@@ -74,7 +74,7 @@ def _receive(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-class _Worker:
+class PrepareWorker:
     def __init__(self, setup: WorkerSetup) -> None:
         env = dict(os.environ)
         # The package as this process imported it, wherever that was.
@@ -134,15 +134,15 @@ class PrepareWorkers:
     returns a batch's preparation (``WorkerFailed``: prepare it yourself)."""
 
     def __init__(self, setup: WorkerSetup, count: int) -> None:
-        self._workers: list[_Worker] = []
+        self._workers: list[PrepareWorker] = []
         try:
             for _ in range(count):
-                self._workers.append(_Worker(setup))
+                self._workers.append(PrepareWorker(setup))
         except BaseException:
             self.close()
             raise
 
-    def idle(self) -> _Worker | None:
+    def idle(self) -> PrepareWorker | None:
         return next((w for w in self._workers if not w.busy), None)
 
     def close(self) -> None:
