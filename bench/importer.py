@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from fiduciary.importer.extract import extract
+from fiduciary.policy.taxonomy import related
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TARGETS = ("categories", "recipients", "rights", "retention", "children")
@@ -261,10 +262,6 @@ def same_period(a: str, b: str) -> bool:
     return days(ma) == days(mb)
 
 
-def taxonomy_related(a: str, b: str) -> bool:
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
-
-
 def score_policy(scores: dict[str, Score], pol: Policy, pred: dict[str, Any], gold: dict[str, Any]) -> None:
     def sc(name: str) -> Score:
         return scores.setdefault(name, Score())
@@ -275,7 +272,7 @@ def score_policy(scores: dict[str, Score], pol: Policy, pred: dict[str, Any], go
         lenient = sc(name + " (lenient)")
         pk = [p["key"] for p in pred[name]]
         gk = [g["key"] for g in gold[name]]
-        edges = {i: [j for j, g in enumerate(gk) if taxonomy_related(p, g)] for i, p in enumerate(pk)}
+        edges = {i: [j for j, g in enumerate(gk) if related(p, g)] for i, p in enumerate(pk)}
         exact = {(i, j) for i, p in enumerate(pk) for j, g in enumerate(gk) if p == g}
         m = max_matching(len(pk), len(gk), edges, exact)
         lenient.tp += len(m)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final, Literal
@@ -894,17 +894,15 @@ class _Drafter:
             self.add_todo(el, f"the text also says: {_quote(practice)} (c{i}); express it or note why not")
 
 
-def _sentence_ends(text: str, pos: int, endpos: int) -> list[re.Match[str]]:
-    """Ends of sentences in text[pos:endpos]: a line break, or . ! ? and a space, except
-    after a common abbreviation ("e.g. ", "Inc. ")."""
-    out = []
+def _sentence_ends(text: str, pos: int, endpos: int) -> Iterator[re.Match[str]]:
+    """Ends of sentences in text[pos:endpos], found as they are asked for: a line break, or
+    . ! ? and a space, except after a common abbreviation ("e.g. ", "Inc. ")."""
     for m in _SENTENCE_END.finditer(text, pos, endpos):
         if m.group()[0] in ".!?":
             word = text[max(0, m.start() - 6) : m.start() + 1].rsplit(None, 1)[-1].lstrip('("“')
             if word.lower() in _ABBREVIATIONS:
                 continue
-        out.append(m)
-    return out
+        yield m
 
 
 def _contact(channel: str) -> tuple[dict[str, str], str | None]:

@@ -1450,8 +1450,7 @@ def _detect_recipients(ctx: _DocContext) -> Iterator[_Cand]:
             if (
                 sale
                 and not _SALE_OPT_OUT.search(text)
-                and not _SALE_NEGATION.search(_clause_before(text, sale.start()))
-                and not re.search(r"\b(?:not|never|n['’]t)\b", _clause_before(text, sale.start()), _I)
+                and not _sale_denied(_clause_before(text, sale.start()))
             ):
                 roles["third_party"] = (sale.start(), sale.end(), 0.65)
         for role, (a, b, conf) in roles.items():
@@ -1617,6 +1616,12 @@ _SALE_OPT_OUT = _rx(r"\bopt[- ]?out\b[^.;]{0,30}\bsale\b|\bdo not sell my\b")
 _SALE_NEGATION = _rx(
     r"\b(?:not|never|n['’]t|no)\s+(?:\w+\s+){0,2}$|\b(?:not|never|n['’]t)\s+(?:\w+,?\s+){0,4}(?:or\s+)?$"
 )
+_DENIED = _rx(r"\b(?:not|never|n['’]t)\b")
+
+
+def _sale_denied(clause: str) -> bool:
+    """The clause before a sale word denies it ("we do not sell", "never rented")."""
+    return bool(_SALE_NEGATION.search(clause) or _DENIED.search(clause))
 
 
 def _detect_sale(ctx: _DocContext) -> Iterator[_Cand]:
@@ -1638,8 +1643,7 @@ def _detect_sale(ctx: _DocContext) -> Iterator[_Cand]:
             )
             continue
         for m in _SALE.finditer(text):
-            clause = _clause_before(text, m.start())
-            if _SALE_NEGATION.search(clause) or re.search(r"\b(?:not|never|n['’]t)\b", clause, _I):
+            if _sale_denied(_clause_before(text, m.start())):
                 negative.append(_cand("sells_personal_data", {"value": False}, s, m, 0.85))
             else:
                 conf = 0.6 if _AGGREGATE.search(text) else 0.8

@@ -108,7 +108,7 @@ def review_html(extraction: Extraction, draft: Draft | str) -> str:
         m = _CLAIM_REF.match(line)
         if m:
             claim_line.setdefault(int(m[2]), n)
-    todo = _todo_items(draft_yaml)
+    todo = plan.todo if isinstance(draft, Draft) else _todo_items(draft_yaml)
     low = sum(1 for c in extraction.claims if c.needs_review)
     title = f"Review: the draft policy from {extraction.source}"
     parts = [

@@ -604,14 +604,17 @@ class _HTMLReader(HTMLParser):
         self._text(data, self._offset())
 
     def handle_entityref(self, name: str) -> None:
-        start = self._offset()
-        raw = f"&{name};" if self.source.startswith(f"&{name};", start) else f"&{name}"
-        self._text(html.unescape(raw if raw.endswith(";") else raw + ";"), start, start + len(raw))
+        self._reference("&" + name)
 
     def handle_charref(self, name: str) -> None:
+        self._reference("&#" + name)
+
+    def _reference(self, ref: str) -> None:
+        """``&name`` or ``&#nn``, with or without its ``;`` in the source: the character
+        it stands for, spanning the reference as written."""
         start = self._offset()
-        raw = f"&#{name};" if self.source.startswith(f"&#{name};", start) else f"&#{name}"
-        self._text(html.unescape(raw + ("" if raw.endswith(";") else ";")), start, start + len(raw))
+        raw = ref + ";" if self.source.startswith(ref + ";", start) else ref
+        self._text(html.unescape(ref + ";"), start, start + len(raw))
 
 
 # ------------------------------------------------------------------ sentences
