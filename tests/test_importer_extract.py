@@ -437,3 +437,13 @@ def test_a_period_before_its_start_event_and_orders_processed_and_delivered() ->
     )
     assert "essential.service.payment_processing" in {c.value["key"] for c in x.of("purposes")}
     assert {(c.value["scope"], c.value["period"]) for c in x.of("retention")} == {("Marketing data", "P2Y")}
+
+
+def test_a_contracted_denial_of_sale_is_a_denial() -> None:
+    """"We don't sell" denies as "we do not sell" does: the n't of a contraction sits
+    inside its word, so it cannot follow a word boundary."""
+    for text in ("We don't sell your personal information.\n", "We won’t rent or sell your data.\n"):
+        x = extract(text, source="contracted.txt")
+        assert values(x, "sells_personal_data") == [{"value": False}], text
+        assert "third_party_sharing" not in {p["key"] for p in values(x, "purposes")}, text
+        assert values(x, "recipients") == [], text

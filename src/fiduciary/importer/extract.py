@@ -1246,8 +1246,8 @@ _SOURCE_BEFORE = _rx(
     r"|any\s+)?$"
 )
 _NEGATED_DISCLOSURE = _rx(
-    r"\b(?:not|never|n['’]t|no longer)\s+(?:\w+\s+){0,3}?(?:be\s+)?(?:sell|rent|shar|disclos|provid|transfer"
-    r"|pass|made available"
+    r"(?:\b(?:not|never|no longer)|n['’]t)\s+(?:\w+\s+){0,3}?(?:be\s+)?"
+    r"(?:sell|rent|shar|disclos|provid|transfer|pass|made available"
     r"|make|distribut|transmit|forward|give|lease|trade|sold|rented|actively)\w*|\bnor\s+(?:do|does"
     r"|will)\s+we\b"
 )
@@ -1614,9 +1614,10 @@ _SALE = _rx(
 )
 _SALE_OPT_OUT = _rx(r"\bopt[- ]?out\b[^.;]{0,30}\bsale\b|\bdo not sell my\b")
 _SALE_NEGATION = _rx(
-    r"\b(?:not|never|n['’]t|no)\s+(?:\w+\s+){0,2}$|\b(?:not|never|n['’]t)\s+(?:\w+,?\s+){0,4}(?:or\s+)?$"
+    r"(?:\b(?:not|never|no)|n['’]t)\s+(?:\w+\s+){0,2}$|(?:\b(?:not|never)|n['’]t)\s+(?:\w+,?\s+){0,4}(?:or\s+)?$"
 )
-_DENIED = _rx(r"\b(?:not|never|n['’]t)\b")
+# n't sits inside its word ("don't"): it follows no word boundary.
+_DENIED = _rx(r"(?:\b(?:not|never)|n['’]t)\b")
 
 
 def _sale_denied(clause: str) -> bool:
