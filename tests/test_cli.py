@@ -156,8 +156,9 @@ def test_a_group_alone_answers_as_the_whole_tree(
 
 
 def test_keys_reconcile_after_restoring_the_key_store(tmp_path: Path) -> None:
-    """The key store restored from before an erasure: `keys reconcile` destroys the
-    erased person's key again (their old data turns to noise), keeps everyone else's."""
+    """LAW-3, PLO-10: the key store restored from before an erasure: `keys reconcile`
+    destroys the erased person's key again (their old data turns to noise), keeps everyone
+    else's, and the audit trail records who did it."""
     with Fiduciary.open(FILELOCKER, data_dir=tmp_path) as fid:
         gone, kept = (
             fid.sign_up("customer", identities={"email": f"{who}@example.com"}, region="NL", age=30)

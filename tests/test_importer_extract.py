@@ -440,8 +440,8 @@ def test_a_period_before_its_start_event_and_orders_processed_and_delivered() ->
 
 
 def test_a_contracted_denial_of_sale_is_a_denial() -> None:
-    """"We don't sell" denies as "we do not sell" does: the n't of a contraction sits
-    inside its word, so it cannot follow a word boundary."""
+    """PUT-5 and PLV-6 say "never rented or sold": "we don't sell" denies as "we do not
+    sell" does (the n't of a contraction sits inside its word, after no word boundary)."""
     for text in ("We don't sell your personal information.\n", "We won’t rent or sell your data.\n"):
         x = extract(text, source="contracted.txt")
         assert values(x, "sells_personal_data") == [{"value": False}], text

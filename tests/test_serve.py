@@ -33,8 +33,9 @@ def _cookie_behind_tls_proxy(base: str) -> str:
 
 
 def test_forwarded_headers_are_believed_only_from_trusted_proxies(tmp_path: Path) -> None:
-    """Behind a TLS-terminating proxy the center's cookie must be Secure; a server that
-    trusts no proxy ignores X-Forwarded-* (anyone could send them), so it is not."""
+    """LAW-8 (a consent proof's address is the visitor's, not the proxy's): behind a
+    TLS-terminating proxy the center's cookie must be Secure; a server that trusts no proxy
+    ignores X-Forwarded-* (anyone could send them), so it is not."""
     with _serve(tmp_path, "--trusted-proxies", "127.0.0.1") as base:
         assert "; Secure" in _cookie_behind_tls_proxy(base)
     with _serve(tmp_path) as base:

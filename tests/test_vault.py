@@ -598,9 +598,10 @@ def test_a_restored_key_store_is_reconciled_with_the_erasures(
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
-    """Restoring the key store from before an erasure brings the erased person's key back,
-    and with it their data in every old backup of the data store; reconcile_keys destroys
-    it again, from what the live data store says, and touches no one else's key."""
+    """LAW-3, PLO-10, PLV-7: erasure must reach backups. Restoring the key store from
+    before an erasure brings the erased person's key back, and with it their data in every
+    old backup of the data store; reconcile_keys destroys it again, from what the live data
+    store says, and touches no one else's key."""
     a = make(vault, "Anna Erased", "anna@example.com")
     b = make(vault, "Boris Kept", "boris@example.com")
     old_data = _backup(stores.backend, stores.data, request, tmp_path / "data-backup.db")
